@@ -1,0 +1,5 @@
+import sys
+
+from omnisource.cli import main
+
+sys.exit(main())

@@ -1,0 +1,102 @@
+"""The single entry point: ``omnisource <command> ...``.
+
+Each command lives in ``omnisource/commands/<module>.py`` and exposes
+
+* ``HELP``: one line shown in ``omnisource --help``;
+* ``add_arguments(parser: argparse.ArgumentParser) -> None``;
+* ``run(args: argparse.Namespace) -> int``: the exit status.
+
+Commands are imported lazily (only the one being run), so ``omnisource probe`` does not pay
+for importing torch models, and a broken optional dependency of one command cannot break the
+others. User-facing errors (:class:`omnisource.errors.OmniSourceError`) are printed as one
+line naming the file and line, with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from omnisource import __version__
+from omnisource.errors import OmniSourceError
+
+# command name -> module under omnisource.commands (kept in the order shown in --help)
+COMMANDS: dict[str, str] = {
+    "run": "run",                # end-to-end OmniSource pipeline
+    "train": "train",
+    "test": "test",
+    "predict": "predict",
+    "bench-infer": "bench_infer",
+    "flops": "flops",
+    "fuse": "fuse",
+    "probe": "probe",
+    "data": "data",              # data check, ...
+    "queries": "queries",
+    "ingest": "ingest",
+    "dedup": "dedup",
+    "filter": "filter",
+    "fit-motion": "fit_motion",
+    "untrimmed": "untrimmed",
+    "report": "report",
+}
+
+
+def _load(name: str):
+    return importlib.import_module(f"omnisource.commands.{COMMANDS[name]}")
+
+
+def _available() -> dict[str, str]:
+    """Commands whose module exists (so a partially built tree still has a working CLI)."""
+    out = {}
+    for name, mod in COMMANDS.items():
+        if importlib.util.find_spec(f"omnisource.commands.{mod}") is not None:
+            out[name] = mod
+    return out
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omnisource",
+        description="Omni-sourced webly-supervised learning for video recognition.",
+    )
+    parser.add_argument("--version", action="version", version=f"omnisource {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _available():
+        if only is not None and name != only:
+            # cheap placeholder: help text without importing the module
+            sub.add_parser(name, help=f"(see omnisource {name} --help)", add_help=False)
+            continue
+        module = _load(name)
+        p = sub.add_parser(name, help=getattr(module, "HELP", None), description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    only = first if first in COMMANDS else None
+    if only is None and not any(a in ("-h", "--help", "--version") for a in argv):
+        build_parser().print_help()
+        return 2
+    parser = build_parser(only)
+    args = parser.parse_args(argv)
+    module = getattr(args, "_module", None)
+    if module is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(module.run(args) or 0)
+    except OmniSourceError as err:
+        print(f"omnisource {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
