@@ -1,0 +1,235 @@
+"""Read every sample of an annotation file and report the ones that cannot be read.
+
+Why through the dataset classes: the check must see exactly what training will see (same path
+resolution, same frame-count repair, same rawframe offsets), so each sample goes through
+:meth:`ClipDataset.get_item` with a *decode-only* preset: the frames the sampler asks for are
+decoded, no augmentation is run. The default sampler asks for the first, middle and last
+frame: the last one is where over-declared frame counts (HMDB51 AVIs) and truncated files show.
+With ``preset=`` the preset's own (test-mode) sampler is used instead.
+
+Untrimmed rows are expanded: every positive clip (every clip with ``sampling_strategy
+='random'``) is checked, since training may pick any of them.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import multiprocessing as mp
+import os
+import sys
+import time
+import warnings
+from collections import Counter, defaultdict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from omnisource.data.annotations import DuplicateEntryWarning, Sample, detect_format, load_annotations, read_label_map, resolve_path
+from omnisource.data.datasets import (_DATA_ERRORS, ClipDataset, ImageDataset, ManifestDataset, RawframeDataset,
+                                      VideoDataset, classify_failure)
+from omnisource.errors import ConfigError, InputError
+
+logger = logging.getLogger("omnisource.data.check")
+
+__all__ = ["EndsSampler", "DecodeOnly", "check_annotations", "format_summary"]
+
+
+class EndsSampler:
+    """First, middle and last frame: cheap, and the last frame exposes lying frame counts."""
+
+    start_index = 0
+
+    def __call__(self, total_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        n = int(total_frames)
+        return np.unique(np.array([0, n // 2, n - 1], dtype=np.int64))
+
+
+class DecodeOnly:
+    """A preset that only samples and decodes: returns the frame array's shape."""
+
+    test_mode = True
+    name = "decode-only"
+
+    def __init__(self, sampler: Any):
+        self.sampler = sampler
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> tuple[int, ...]:
+        return tuple(frames.shape)
+
+
+_DS: ClipDataset | None = None
+
+
+def _init_worker(ds: ClipDataset) -> None:
+    global _DS
+    _DS = ds
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def _check_one(i: int) -> dict[str, Any]:
+    ds = _DS
+    assert ds is not None
+    s = ds.samples[i]
+    try:
+        path = resolve_path(ds.data_root, s.path)
+    except InputError:
+        path = ds.data_root / s.path
+    out: dict[str, Any] = {"index": i}
+    try:
+        item = ds.get_item(i, ds.rng_for(i))
+    except _DATA_ERRORS as err:
+        reason = getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
+        out.update(ok=False, category=classify_failure(path, err), reason=reason)
+        return out
+    out.update(ok=True, shape=list(item["inputs"]))
+    norm = os.path.normpath(str(path))
+    fix = next((v for k, v in ds.frame_count_fixes.items() if k.split("#offset=")[0] == norm), None)
+    if fix is not None:
+        out["frame_count_fix"] = list(fix)
+    return out
+
+
+def _expand_untrimmed(samples: list[Sample], strategy: str, clipname_tmpl: str) -> list[Sample]:
+    from omnisource.data.sampling import UntrimmedClipSampler
+
+    cs = UntrimmedClipSampler(strategy=strategy, clipname_tmpl=clipname_tmpl)
+    out = []
+    for s in samples:
+        inds = s.pos_clip_inds if strategy == "positive" else list(range(s.num_clips or 0))
+        for ind in inds or []:
+            out.append(replace(s, path=cs.clip_path(s.path, ind), kind="video"))
+    return out
+
+
+def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = "pyav", format: str | None = None,
+                      workers: int = 0, preset: str | None = None, label_map: Sequence[str] | str | Path | None = None,
+                      num_classes: int | None = None, with_offset: bool | None = None,
+                      filename_tmpl: str = "img_{:05}.jpg", start_index: int = 1,
+                      clipname_tmpl: str = "part_{}.mp4", sampling_strategy: str = "positive",
+                      limit: int | None = None, progress: bool | None = None) -> dict[str, Any]:
+    """Decode every sample of ``ann_file`` and return a JSON-able report (see ``omnisource data check``)."""
+    t0 = time.perf_counter()
+    ann_file, root = Path(ann_file), Path(root)
+    if not root.is_dir():
+        raise InputError("data root is not a folder", root)
+    fmt = format or detect_format(ann_file, root)
+    names = read_label_map(label_map) if isinstance(label_map, (str, Path)) else label_map
+    with warnings.catch_warnings(record=True) as caught:  # reported in the summary, not as tracebacks
+        warnings.simplefilter("always", DuplicateEntryWarning)
+        samples = load_annotations(ann_file, format=fmt, label_map=names, num_classes=num_classes,
+                                   with_offset=with_offset, data_root=root)
+    notes = [str(w.message) for w in caught if issubclass(w.category, DuplicateEntryWarning)]
+    for w in caught:
+        if not issubclass(w.category, DuplicateEntryWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if fmt in ("untrimmed", "untrimmed_json"):
+        samples = _expand_untrimmed(samples, sampling_strategy, clipname_tmpl)
+    if limit is not None:
+        samples = samples[:limit]
+    if preset is not None:
+        from omnisource.data.presets import get_preset
+
+        sampler = get_preset(preset).sampler
+    else:
+        sampler = EndsSampler()
+    decode = DecodeOnly(sampler)
+    # labels are not needed to read files; drop them so multi-label lists need no num_classes
+    plain = [replace(s, label=None, soft_label=None) for s in samples]
+    common = dict(test_mode=True, backend=backend, strict=False)
+    ds: ClipDataset
+    if fmt == "rawframes":
+        ds = RawframeDataset(plain, root, decode, filename_tmpl=filename_tmpl, start_index=start_index, **common)
+    elif fmt == "image":
+        ds = ImageDataset(plain, root, decode, **common)
+    elif fmt == "manifest":
+        ds = ManifestDataset(plain, root, decode, clipname_tmpl=clipname_tmpl, **common)
+    elif fmt in ("video", "untrimmed", "untrimmed_json"):
+        ds = VideoDataset(plain, root, decode, **common)
+    else:  # pragma: no cover - load_annotations validated it
+        raise ConfigError(f"unsupported format {fmt!r}")
+    if progress is None:
+        progress = sys.stderr.isatty() or os.environ.get("OMNISOURCE_PROGRESS") == "1"
+    from tqdm import tqdm
+
+    results: list[dict[str, Any]] = []
+    bar = tqdm(total=len(ds), desc=f"check {ann_file.name}", unit="sample", disable=not progress)
+    try:
+        if workers > 0 and len(ds) > 1:
+            gc.collect()  # no leftover decoder objects may be finalised in forked workers
+            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(ds,)) as pool:
+                for r in pool.imap_unordered(_check_one, range(len(ds)), chunksize=max(1, min(8, len(ds) // (workers * 4)))):
+                    results.append(r)
+                    bar.update(1)
+        else:
+            _init_worker(ds)
+            for i in range(len(ds)):
+                results.append(_check_one(i))
+                bar.update(1)
+    finally:
+        bar.close()
+    results.sort(key=lambda r: r["index"])
+    report = _report(ann_file, root, fmt, backend, samples, results, names, time.perf_counter() - t0,
+                     sampler=preset or "first/middle/last frame", workers=workers)
+    report["warnings"] = notes
+    return report
+
+
+def _report(ann_file: Path, root: Path, fmt: str, backend: str, samples: list[Sample], results: list[dict],
+            names: Sequence[str] | None, seconds: float, sampler: str, workers: int) -> dict[str, Any]:
+    by_reason: Counter[str] = Counter()
+    by_class: dict[str, Counter[str]] = defaultdict(Counter)
+    failures, fixes = [], []
+    for r in results:
+        s = samples[r["index"]]
+        labels = s.label if isinstance(s.label, list) else ([] if s.label is None else [s.label])
+        keys = [names[lb] if names is not None and 0 <= lb < len(names) else str(lb) for lb in labels] or ["(none)"]
+        for k in keys:
+            by_class[k]["total"] += 1
+            if not r["ok"]:
+                by_class[k]["failed"] += 1
+        if not r["ok"]:
+            by_reason[r["category"]] += 1
+            failures.append({"path": s.path, "file": s.file, "line": s.line, "category": r["category"],
+                             "reason": r["reason"]})
+        elif "frame_count_fix" in r:
+            fixes.append({"path": s.path, "declared": r["frame_count_fix"][0], "actual": r["frame_count_fix"][1]})
+    n_fail = len(failures)
+    return {
+        "ann_file": str(ann_file), "root": str(root), "format": fmt, "backend": backend, "sampler": sampler,
+        "workers": workers, "total": len(results), "ok": len(results) - n_fail, "failed": n_fail,
+        "by_reason": dict(sorted(by_reason.items())),
+        "by_class": {k: {"total": v["total"], "failed": v["failed"]} for k, v in sorted(by_class.items())},
+        "failures": failures, "frame_count_fixes": fixes, "seconds": round(seconds, 3),
+    }
+
+
+def format_summary(report: dict[str, Any], max_failures: int = 20) -> str:
+    """Human-readable summary of a :func:`check_annotations` report."""
+    lines = [f"checked {report['total']} sample(s) of {report['ann_file']} "
+             f"(format {report['format']}, backend {report['backend']}, sampler: {report['sampler']}) "
+             f"in {report['seconds']:.1f} s",
+             f"  readable: {report['ok']}   unreadable: {report['failed']}"]
+    for reason, n in report["by_reason"].items():
+        lines.append(f"    {reason}: {n}")
+    if report["frame_count_fixes"]:
+        lines.append(f"  frame count over-declared (handled by re-sampling): {len(report['frame_count_fixes'])}")
+    for note in report.get("warnings", []):
+        lines.append(f"  warning: {note}")
+    bad_classes = {k: v for k, v in report["by_class"].items() if v["failed"]}
+    if bad_classes:
+        lines.append("  classes with unreadable samples: " +
+                     ", ".join(f"{k} ({v['failed']}/{v['total']})" for k, v in bad_classes.items()))
+    for f in report["failures"][:max_failures]:
+        where = f"{f['file']}:{f['line']}" if f.get("line") else f["path"]
+        lines.append(f"  {where}: {f['path']}: {f['category']}: {f['reason']}")
+    if len(report["failures"]) > max_failures:
+        lines.append(f"  ... and {len(report['failures']) - max_failures} more (see --out)")
+    return "\n".join(lines)

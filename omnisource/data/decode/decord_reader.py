@@ -1,0 +1,65 @@
+"""Optional decord backend (``pip install 'omnisource[decord]'``), imported lazily.
+
+Kept for parity with mmaction2 configs that use ``DecordInit``/``DecordDecode``. decord 0.6
+applies the display-matrix rotation itself (checked against the PyAV reader on decord's
+``video_{0,90,180,270}.mov``: identical pixels), so frames are returned as decord gives them.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from omnisource.errors import ConfigError, DataError
+
+from .base import FrameCountError, VideoInfo, VideoReader
+
+
+def _import_decord():
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        raise ConfigError("backend 'decord' needs the optional package decord: "
+                          "pip install 'omnisource[decord]' (or use backend='pyav')") from None
+    return decord
+
+
+class DecordReader(VideoReader):
+    def __init__(self, path: str, threads: int = 0):
+        decord = _import_decord()
+        self.path = str(path)
+        self.start_index = 0
+        if not os.path.isfile(self.path):
+            raise DataError(self.path, "no such file")
+        if os.path.getsize(self.path) == 0:
+            raise DataError(self.path, "empty file (0 bytes)")
+        try:
+            self._vr = decord.VideoReader(self.path, num_threads=threads)
+        except Exception as err:
+            raise DataError(self.path, f"decord cannot open it: {err}") from None
+        self._n = len(self._vr)
+        self._info_cache: VideoInfo | None = None
+
+    def _num_frames(self) -> int:
+        return self._n
+
+    def _read(self, idx: np.ndarray) -> np.ndarray:
+        if int(idx.max()) >= self._n:
+            raise FrameCountError(self.path, f"frame {int(idx.max())} requested but the video "
+                                  f"has {self._n} frames", actual=self._n)
+        try:
+            arr = self._vr.get_batch(idx.tolist()).asnumpy()
+        except Exception as err:
+            raise DataError(self.path, f"decord failed to decode frames: {err}") from None
+        return arr
+
+    def _info(self) -> VideoInfo:
+        if self._info_cache is None:
+            from .pyav_reader import read_info
+
+            self._info_cache = read_info(self.path)
+            self._info_cache.num_frames = self._n
+        return self._info_cache
+
+    def close(self) -> None:
+        self._vr = None

@@ -1,0 +1,398 @@
+"""Named data pipelines matching mmaction2's zoo configs: sampler + uint8 transforms + format.
+
+A :class:`Preset` answers the two questions a dataset has: *which frames to decode*
+(``preset.sampler`` / ``preset.sample(total_frames, rng)``) and *how to turn them into the
+model input* (``preset(frames, rng)`` -> normalised float32 tensor). Names are
+``<family>_<mode>`` with ``mode`` in ``train`` / ``val`` / ``test``; the family names follow
+mmaction2's config names (``tsn_1x1x3`` = ``tsn_..._1x1x3_..._kinetics400-rgb.py``,
+``slowonly_4x16x1`` = clip_len 4, frame_interval 16, 1 clip). ``list_presets()`` lists them.
+
+What the zoo does, and therefore the presets (mmaction2 1.2.0 ``configs/recognition``):
+
+* train: ``Resize((-1, 256))`` -> ``MultiScaleCrop(224, (1, .875, .75, .66))`` (TSN/TSM; I3D
+  uses scales (1, .8) with gap 0) or ``RandomResizedCrop()`` (SlowOnly, SlowFast, R(2+1)D,
+  and the OmniSource recipes) -> ``Resize((224, 224), keep_ratio=False)`` -> ``Flip(0.5)``.
+* val: the train clip count in test mode, ``Resize((-1, 256))`` + ``CenterCrop(224)``.
+* test: TSN 25 clips x ``TenCrop(224)``; TSM 8 clips x ``TenCrop(224)``; 3D models 10 clips x
+  ``ThreeCrop(256)`` (crop = the short side; C2D tests at short side 224).
+* ``*_omnisource_*``: the OmniSource Mini-Kinetics recipes of mmaction2 0.x
+  (``tsn_r50_1x1x8_100e_minikinetics_omnisource_rgb``,
+  ``slowonly_r50_8x8x1_256e_minikinetics_omnisource_rgb``): RandomResizedCrop for training,
+  ``CenterCrop(256)`` for val, ``ThreeCrop(256)`` for test, and 0.x test offsets
+  (``test_offsets='v0'``). To evaluate the published Kinetics-400 OmniSource checkpoints the
+  0.x way, use e.g. ``get_preset('tsn_1x1x3_test', test_offsets='v0')``.
+
+Overrides (``get_preset(name, **overrides)``), so configs and tests can reshape a preset:
+
+=====================  ==================================================================
+``clip_len``           frames per clip
+``frame_interval``     stride between frames of a clip
+``num_clips``          clips (segments) per sample
+``test_offsets``       ``'v1'`` (mmaction2 >= 1.0) or ``'v0'`` (0.x) for val/test offsets
+``twice_sample``       val/test: also sample unshifted clips (TSM)
+``out_of_bound_opt``   ``'loop'`` or ``'repeat_last'``
+``keep_tail_frames``   train: float segments that can reach the last frames
+``start_index``        first frame number (1 for rawframe folders); see ``with_start_index``
+``sampler``            ``'sample'`` (SampleFrames) or ``'dense'`` (DenseSampleFrames)
+``sample_range``       dense: frames the dense clips span
+``num_sample_positions``  dense test: number of window starts
+``scale``              short side of the first resize (int), or an mmaction2 scale tuple
+``crop_size``          network input side: train output size, MultiScaleCrop input_size,
+                       val/test crops that the zoo sizes at 224
+``crop``               train: ``'msc'`` | ``'rrc'`` | ``'random'`` | ``'none'``;
+                       val/test: ``'center'`` | ``'three'`` | ``'ten'`` | ``'none'``
+``test_crop_size``     val/test crop side; ``None`` = the zoo's choice (``crop_size``, or
+                       the short side for ThreeCrop); ``'scale'`` = the short side (the
+                       OmniSource val CenterCrop(256))
+``msc_scales``         MultiScaleCrop scales
+``max_wh_scale_gap``   MultiScaleCrop
+``num_fixed_crops``    MultiScaleCrop: 5 or 13
+``msc_random_crop``    MultiScaleCrop: random instead of fixed positions
+``area_range``         RandomResizedCrop
+``aspect_ratio_range`` RandomResizedCrop
+``flip_ratio``         probability of a horizontal flip (train)
+``interpolation``      resize interpolation (``'bilinear'``)
+``mean`` / ``std``     RGB normalisation
+=====================  ==================================================================
+
+Example for tests: ``get_preset('tsn_1x1x3_train', scale=64, crop_size=56, num_clips=2)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from omnisource.data.sampling import DenseSampleFrames, SampleFrames
+from omnisource.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, CenterCrop,
+                                        MultiScaleCrop, RandomCrop, RandomResizedCrop, Resize,
+                                        TenCrop, ThreeCrop, Transform, Flip, check_frames,
+                                        to_model_input)
+from omnisource.errors import ConfigError, DataError
+
+__all__ = ["Preset", "PresetSpec", "get_preset", "list_presets", "build_preset"]
+
+TSN_SCALES = (1, 0.875, 0.75, 0.66)
+_MODES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class PresetSpec:
+    """Every knob of a preset; the override keys of :func:`get_preset` are its fields."""
+
+    layout: str                      # '2d' | '3d'
+    mode: str                        # 'train' | 'val' | 'test'
+    clip_len: int
+    frame_interval: int
+    num_clips: int
+    crop: str                        # see module docstring
+    scale: Any = 256
+    crop_size: int = 224
+    test_crop_size: int | str | None = None  # None: zoo default; 'scale': the short side
+    sampler: str = "sample"
+    test_offsets: str = "v1"
+    twice_sample: bool = False
+    out_of_bound_opt: str = "loop"
+    keep_tail_frames: bool = False
+    start_index: int = 0
+    sample_range: int = 64
+    num_sample_positions: int = 10
+    msc_scales: tuple = TSN_SCALES
+    max_wh_scale_gap: int = 1
+    num_fixed_crops: int = 5
+    msc_random_crop: bool = False
+    area_range: tuple = (0.08, 1.0)
+    aspect_ratio_range: tuple = (3 / 4, 4 / 3)
+    flip_ratio: float = 0.5
+    interpolation: str = "bilinear"
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+
+    @property
+    def test_mode(self) -> bool:
+        return self.mode != "train"
+
+
+@dataclass
+class Preset:
+    """A named pipeline: ``sampler`` picks frame indices, ``__call__`` makes the model input.
+
+    ``preset(frames, rng)``: ``frames`` uint8 ``[num_clips*clip_len, H, W, 3]`` as sampled
+    (any whole number of clips is accepted, e.g. ``UntrimmedSampleFrames`` output); returns
+    float32 ``[S, 3, H, W]`` for 2D (``S = frames * num_crops``) or ``[V, 3, T, H, W]`` for 3D
+    (``V = num_crops * clips``, crop-major then clip, as mmaction2). A *single* frame given to
+    a preset with ``clip_len > 1`` is treated as a still image: augmented once, then repeated
+    ``clip_len`` times (mmaction2's ``BuildPseudoClip`` for web images). All random decisions
+    come from ``rng`` (a fresh generator when ``None``), one draw per sample.
+    """
+
+    name: str
+    sampler: SampleFrames
+    transforms: list
+    layout: str
+    clip_len: int
+    num_clips: int
+    num_crops: int
+    test_mode: bool
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    spec: PresetSpec | None = field(default=None, repr=False)
+
+    @property
+    def frames_per_sample(self) -> int:
+        """How many frame indices ``sampler`` returns per sample."""
+        return self.sampler.frames_per_sample
+
+    @property
+    def start_index(self) -> int:
+        return self.sampler.start_index
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """``(h, w)`` of the output frames, when it does not depend on the input size."""
+        if self.spec is None or self.spec.crop == "none":
+            return None
+        if self.spec.mode == "train":
+            return (self.spec.crop_size, self.spec.crop_size)
+        side = _test_crop_side(self.spec)
+        return (side, side)
+
+    def sample(self, total_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Frame indices to decode for a video of ``total_frames`` frames."""
+        return self.sampler(total_frames, rng)
+
+    def with_start_index(self, start_index: int) -> "Preset":
+        """A copy whose sampler counts frames from ``start_index`` (1 for rawframes)."""
+        spec = None if self.spec is None else dataclasses.replace(self.spec,
+                                                                  start_index=start_index)
+        return dataclasses.replace(self, sampler=self.sampler.with_start_index(start_index),
+                                   spec=spec)
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+        frames = check_frames(frames)
+        if rng is None:
+            rng = np.random.default_rng()
+        still = frames.shape[0] == 1 and self.clip_len > 1
+        if not still and frames.shape[0] % self.clip_len:
+            raise DataError("<frames>", f"preset {self.name!r} got {frames.shape[0]} frames, "
+                                        f"not a whole number of {self.clip_len}-frame clips")
+        for t in self.transforms:
+            frames = t(frames, rng)
+        if still:  # one image per view -> a clip of clip_len copies (crop-major kept)
+            frames = np.repeat(frames, self.clip_len, axis=0)
+        return to_model_input(frames, self.layout, self.clip_len, self.mean, self.std)
+
+    def __repr__(self) -> str:
+        ts = ", ".join(repr(t) for t in self.transforms)
+        return (f"Preset({self.name!r}, layout={self.layout!r}, sampler={self.sampler!r}, "
+                f"transforms=[{ts}])")
+
+
+# ----------------------------------------------------------------------------- the table
+def _family(layout: str, clip_len: int, frame_interval: int, num_clips: int, train_crop: str,
+            val_clips: int, test_clips: int, test_crop: str, val_crop: str = "center",
+            train: dict | None = None, val: dict | None = None, test: dict | None = None,
+            **common: Any) -> dict[str, PresetSpec]:
+    base = dict(layout=layout, clip_len=clip_len, frame_interval=frame_interval, **common)
+    return {
+        "train": PresetSpec(mode="train", num_clips=num_clips, crop=train_crop,
+                            **{**base, **(train or {})}),
+        "val": PresetSpec(mode="val", num_clips=val_clips, crop=val_crop,
+                          **{**base, **(val or {})}),
+        "test": PresetSpec(mode="test", num_clips=test_clips, crop=test_crop,
+                           **{**base, **(test or {})}),
+    }
+
+
+def _tsn(k: int, **kw: Any) -> dict[str, PresetSpec]:
+    return _family("2d", 1, 1, k, "msc", val_clips=k, test_clips=25, test_crop="ten", **kw)
+
+
+def _3d(clip_len: int, interval: int, train_crop: str = "rrc", **kw: Any) -> dict[str, PresetSpec]:
+    return _family("3d", clip_len, interval, 1, train_crop, val_clips=1, test_clips=10,
+                   test_crop="three", **kw)
+
+
+_FAMILIES: dict[str, dict[str, PresetSpec]] = {
+    # TSN, Kinetics-400 (tsn_imagenet-pretrained-r50_8xb32-1x1x{3,5,8}-100e_kinetics400-rgb)
+    "tsn_1x1x3": _tsn(3),
+    "tsn_1x1x5": _tsn(5),
+    "tsn_1x1x8": _tsn(8),
+    # TSN with dense training clips (tsn_..._dense-1x1x5-100e): test 25 clips, centre crop
+    "tsn_dense_1x1x5": _family("2d", 1, 1, 5, "msc", val_clips=5, test_clips=25,
+                               test_crop="center", train=dict(sampler="dense")),
+    # TSM (tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e): 13 fixed crops, test 8 clips x 10 crops
+    "tsm_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="ten",
+                         num_fixed_crops=13),
+    # I3D (i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e)
+    "i3d_32x2x1": _3d(32, 2, "msc", msc_scales=(1, 0.8), max_wh_scale_gap=0),
+    # C2D (c2d_r50-in1k-pre_8xb32-{8x8x1,16x4x1}-100e): TSN-style crops; test at short side 224
+    "c2d_8x8x1": _3d(8, 8, "msc", test=dict(scale=224)),
+    "c2d_16x4x1": _3d(16, 4, "msc", test=dict(scale=224)),
+    # SlowOnly (slowonly_r50_8xb16-{4x16x1,8x8x1}-256e_kinetics400-rgb)
+    "slowonly_4x16x1": _3d(4, 16),
+    "slowonly_8x8x1": _3d(8, 8),
+    # SlowFast samples 32 frames at stride 2 for both of its zoo names
+    "slowfast_4x16x1": _3d(32, 2),
+    "slowfast_8x8x1": _3d(32, 2),
+    # R(2+1)D (r2plus1d_r34_8xb8-{8x8x1,32x2x1}-180e)
+    "r2plus1d_8x8x1": _3d(8, 8),
+    "r2plus1d_32x2x1": _3d(32, 2),
+    # C3D on UCF101 (c3d_sports1m-pretrained_8xb30-16x1x1-45e): short side 128, crops 112
+    "c3d_16x1x1": _family("3d", 16, 1, 1, "random", val_clips=1, test_clips=10,
+                          test_crop="center", scale=128, crop_size=112),
+    # OmniSource Mini-Kinetics recipes of mmaction2 0.x (v0 test offsets)
+    "tsn_1x1x8_omnisource": _family("2d", 1, 1, 8, "rrc", val_clips=8, test_clips=25,
+                                    test_crop="three", val=dict(test_crop_size="scale"),
+                                    test_offsets="v0"),
+    "slowonly_8x8x1_omnisource": _family("3d", 8, 8, 1, "rrc", val_clips=1, test_clips=10,
+                                         test_crop="three", val=dict(test_crop_size="scale"),
+                                         test_offsets="v0"),
+}
+
+_PRESETS: dict[str, PresetSpec] = {f"{fam}_{mode}": spec
+                                   for fam, specs in _FAMILIES.items()
+                                   for mode, spec in specs.items()}
+
+_OVERRIDABLE = tuple(f.name for f in dataclasses.fields(PresetSpec) if f.name not in ("layout",
+                                                                                     "mode"))
+
+
+def list_presets(pattern: str = "*") -> list[str]:
+    """Sorted preset names matching a shell-style ``pattern``."""
+    import fnmatch
+    return sorted(n for n in _PRESETS if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_preset(name: str, **overrides: Any) -> Preset:
+    """Build the named preset, with ``overrides`` (see the module docstring for the keys)."""
+    if name not in _PRESETS:
+        close = difflib.get_close_matches(name, list(_PRESETS), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else \
+            f"; known presets: {', '.join(list_presets())}"
+        raise ConfigError(f"unknown preset {name!r}{hint}")
+    spec = _PRESETS[name]
+    for key in overrides:
+        if key not in _OVERRIDABLE:
+            close = difflib.get_close_matches(key, _OVERRIDABLE, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else \
+                f"; allowed: {', '.join(_OVERRIDABLE)}"
+            raise ConfigError(f"unknown override {key!r} for preset {name!r}{hint}")
+    if overrides:
+        spec = dataclasses.replace(spec, **_coerce(overrides))
+    return build_preset(spec, name)
+
+
+def _coerce(overrides: dict[str, Any]) -> dict[str, Any]:
+    """YAML gives lists where the spec has tuples; keep specs hashable and comparable."""
+    out = {}
+    for k, v in overrides.items():
+        if isinstance(v, list):
+            v = tuple(v)
+        out[k] = v
+    return out
+
+
+def _resize_scale(spec: PresetSpec) -> Any:
+    s = spec.scale
+    if isinstance(s, (int, np.integer)) and not isinstance(s, bool):
+        return (-1, int(s))
+    if isinstance(s, (tuple, list)):
+        return tuple(s)
+    return s
+
+
+def _short_side(spec: PresetSpec) -> int | None:
+    s = _resize_scale(spec)
+    if isinstance(s, tuple) and min(s) == -1:
+        return max(s)
+    return None
+
+
+def _test_crop_side(spec: PresetSpec) -> int:
+    if spec.test_crop_size is not None and spec.test_crop_size != "scale":
+        return int(spec.test_crop_size)
+    if spec.crop == "three" or spec.test_crop_size == "scale":
+        side = _short_side(spec)
+        if side is None:
+            raise ConfigError("ThreeCrop without test_crop_size needs a short-side scale "
+                              f"(an int or (-1, s)), got scale={spec.scale!r}")
+        return side
+    return int(spec.crop_size)
+
+
+def build_preset(spec: PresetSpec, name: str = "custom") -> Preset:
+    """Turn a :class:`PresetSpec` into a :class:`Preset` (validates every field)."""
+    if spec.layout not in ("2d", "3d"):
+        raise ConfigError(f"layout must be '2d' or '3d', got {spec.layout!r}")
+    if spec.mode not in _MODES:
+        raise ConfigError(f"mode must be one of {_MODES}, got {spec.mode!r}")
+    sampler: SampleFrames
+    if spec.sampler == "dense":
+        sampler = DenseSampleFrames(spec.clip_len, spec.frame_interval, spec.num_clips,
+                                    test_mode=spec.test_mode, sample_range=spec.sample_range,
+                                    num_sample_positions=spec.num_sample_positions,
+                                    out_of_bound_opt=spec.out_of_bound_opt,
+                                    start_index=spec.start_index)
+    elif spec.sampler == "sample":
+        sampler = SampleFrames(spec.clip_len, spec.frame_interval, spec.num_clips,
+                               test_mode=spec.test_mode, twice_sample=spec.twice_sample,
+                               out_of_bound_opt=spec.out_of_bound_opt,
+                               keep_tail_frames=spec.keep_tail_frames,
+                               start_index=spec.start_index, test_offsets=spec.test_offsets)
+    else:
+        raise ConfigError(f"sampler must be 'sample' or 'dense', got {spec.sampler!r}")
+
+    transforms: list[Transform] = [Resize(_resize_scale(spec), interpolation=spec.interpolation)]
+    num_crops = 1
+    size = int(spec.crop_size)
+    if spec.mode == "train":
+        if spec.crop == "msc":
+            transforms.append(MultiScaleCrop(size, tuple(spec.msc_scales), spec.max_wh_scale_gap,
+                                             spec.msc_random_crop, spec.num_fixed_crops))
+        elif spec.crop == "rrc":
+            transforms.append(RandomResizedCrop(spec.area_range, spec.aspect_ratio_range))
+        elif spec.crop == "random":
+            transforms.append(RandomCrop(size))
+        elif spec.crop != "none":
+            raise ConfigError(f"train crop must be 'msc', 'rrc', 'random' or 'none', "
+                              f"got {spec.crop!r}")
+        if spec.crop in ("msc", "rrc"):
+            transforms.append(Resize((size, size), keep_ratio=False,
+                                     interpolation=spec.interpolation))
+        transforms.append(Flip(spec.flip_ratio))
+    else:
+        if spec.crop == "center":
+            transforms.append(CenterCrop(_test_crop_side(spec)))
+        elif spec.crop == "three":
+            transforms.append(ThreeCrop(_test_crop_side(spec)))
+            num_crops = 3
+        elif spec.crop == "ten":
+            transforms.append(TenCrop(_test_crop_side(spec)))
+            num_crops = 10
+        elif spec.crop != "none":
+            raise ConfigError(f"val/test crop must be 'center', 'three', 'ten' or 'none', "
+                              f"got {spec.crop!r}")
+    if len(spec.mean) != 3 or len(spec.std) != 3 or min(spec.std) <= 0:
+        raise ConfigError(f"mean/std must be 3 RGB values (std > 0), got {spec.mean}, {spec.std}")
+    return Preset(name=name, sampler=sampler, transforms=transforms, layout=spec.layout,
+                  clip_len=spec.clip_len, num_clips=spec.num_clips, num_crops=num_crops,
+                  test_mode=spec.test_mode, mean=tuple(spec.mean), std=tuple(spec.std),
+                  spec=spec)
+
+
+def preset_names_for(family: str) -> list[str]:
+    """The ``_train`` / ``_val`` / ``_test`` names of a family (``'tsn_1x1x3'``)."""
+    return [f"{family}_{m}" for m in _MODES if f"{family}_{m}" in _PRESETS]
+
+
+def describe(name: str, **overrides: Any) -> str:
+    """One-line human description of a preset (for logs and ``--help``)."""
+    p = get_preset(name, **overrides)
+    steps = " -> ".join(repr(t) for t in p.transforms)
+    return f"{name}: {p.sampler!r} -> {steps} -> normalise -> {p.layout.upper()}"
+

@@ -1,0 +1,561 @@
+"""The training loop: read it top to bottom in :func:`train`.
+
+One iteration = one batch from the loader = one backward pass; every ``accum_steps`` batches one
+SGD step. A batch is single-source ``{'inputs', 'label'}`` or multi-source
+``{'sources': {name: {'inputs', 'label', 'weight'?}}}``: the loss is the weighted sum of the
+per-source losses and one optimizer step is taken for it (paper Eq. 1, docs/ARCHITECTURE.md).
+
+Crash safety: ``latest.pth`` is refreshed at the end of every epoch and every
+``train.save_every_iters`` iterations (atomically), numbered ``epoch_N.pth`` files every
+``save_interval`` epochs, ``best.pth`` whenever validation top-1 improves. ``--resume auto``
+continues from ``latest.pth`` at the exact iteration; with ``--deterministic`` the result is
+bit-identical to an uninterrupted run (data order and augmentation are pure functions of
+``(seed, epoch, position)``, RNG states are checkpointed, the lr is a function of the iteration).
+
+A non-finite loss stops the run with the iteration named (``train.nonfinite: stop``) or skips
+the batch and counts it (``skip``); weights are checked before every save, so a poisoned
+checkpoint is never written.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omnisource.config import Config, derive, save_resolved
+from omnisource.engine import checkpoint_io as ckio
+from omnisource.engine.distributed import (DistInfo, all_reduce_mean, average_buffers, barrier,
+                                           init_distributed)
+from omnisource.engine.evaluate import autocast_context, compute_metrics, run_inference
+from omnisource.engine.loaders import TrainLoader, eval_loader
+from omnisource.engine.logging_utils import RunLogger, progress
+from omnisource.engine.optim import IterLRScheduler, build_optimizer
+from omnisource.errors import ConfigError, OmniSourceError
+
+log = logging.getLogger("omnisource.engine.train")
+
+
+class NonFiniteLossError(OmniSourceError):
+    """Training produced NaN/Inf; nothing was saved from the poisoned state."""
+
+
+# ----------------------------------------------------------------------------------------------
+# setup helpers
+# ----------------------------------------------------------------------------------------------
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(flag: bool) -> None:
+    """Deterministic kernels (bit-exact resume); costs speed on GPU (cuDNN autotuning is off)."""
+    if flag:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(flag, warn_only=True)
+    torch.backends.cudnn.deterministic = flag
+    torch.backends.cudnn.benchmark = not flag
+
+
+def model_layout(model: nn.Module) -> str:
+    meta = getattr(model, "meta", None) or {}
+    return meta.get("layout", "2d")
+
+
+def model_num_classes(model: nn.Module, cfg: Config | None = None) -> int:
+    meta = getattr(model, "meta", None) or {}
+    if meta.get("num_classes"):
+        return int(meta["num_classes"])
+    if cfg is not None and cfg.model.num_classes:
+        return int(cfg.model.num_classes)
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ConfigError("cannot tell the model's number of classes; set model.num_classes")
+    return last[-1].out_features
+
+
+def use_channels_last(model: nn.Module, layout: str) -> bool:
+    """``train.channels_last: auto``: NHWC for 2D networks of real width.
+
+    oneDNN / cuDNN have fast NHWC convolutions for 2D nets (about 1.5x on ResNet blocks on our
+    CPU); 3D nets are left alone (channels_last_3d rarely helps on CPU). Tiny debug networks
+    (narrowest conv < 16 channels) gain nothing, and torch 2.13's CPU backward was seen to
+    corrupt the heap for a ResNet-18 with 4-channel stages in NHWC on one thread.
+    """
+    if layout != "2d":
+        return False
+    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return bool(widths) and min(widths) >= 16
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """``create_model(cfg.model.name, ...)`` plus optional pretrained weights."""
+    from omnisource import models
+
+    if not cfg.model.name:
+        raise ConfigError("'model.name' is required", file=cfg.get("_source"))
+    try:
+        model = models.create_model(cfg.model.name, num_classes=cfg.model.num_classes,
+                                    **dict(cfg.model.overrides))
+    except KeyError as err:
+        raise ConfigError(f"unknown model {cfg.model.name!r}: {err}", file=cfg.get("_source")) from None
+    if cfg.model.pretrained:
+        models.load_checkpoint(model, cfg.model.pretrained, strict=True,
+                               reset_head=cfg.model.reset_head)
+    return model
+
+
+def build_split(cfg: Config, split: str, test_mode: bool, **extra: Any):
+    """``build_dataset`` for ``data.<split>`` (None when the split has no ann_file)."""
+    s = cfg.data[split]
+    if not s.ann_file:
+        return None
+    if not s.preset:
+        raise ConfigError(f"'data.{split}.preset' is required with data.{split}.ann_file",
+                          file=cfg.get("_source"))
+    from omnisource.data.datasets import build_dataset
+
+    overrides = dict(s.overrides)
+    overrides.update(extra)
+    if s.format:
+        overrides.setdefault("format", s.format)
+    if cfg.data.label_map:
+        overrides.setdefault("label_map", cfg.data.label_map)
+    return build_dataset(s.ann_file, s.data_root or "", s.preset, test_mode=test_mode,
+                         backend=cfg.data.backend, strict=cfg.data.strict, **overrides)
+
+
+def build_multisource(cfg: Config, info: DistInfo):
+    """Hand ``sources:`` to the multi-source module (issue 5), which owns its semantics."""
+    from omnisource.data import multisource
+
+    builder = getattr(multisource, "build_from_config", None)
+    if builder is None:
+        raise ConfigError("'sources:' needs omnisource.data.multisource.build_from_config "
+                          "(multi-source training is not available in this build)",
+                          file=cfg.get("_source"))
+    return builder(cfg, rank=info.rank, world_size=info.world_size, seed=cfg.train.seed)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+            for k, v in batch.items()}
+
+
+def _source_batches(batch: dict) -> dict[str, dict]:
+    if "sources" in batch:
+        return dict(batch["sources"])
+    if "inputs" not in batch or "label" not in batch:
+        raise ValueError("a batch needs 'inputs' and 'label' (or 'sources')")
+    return {"": batch}
+
+
+def _hard(label: torch.Tensor) -> torch.Tensor:
+    return label.argmax(dim=1) if label.is_floating_point() and label.dim() == 2 else label.long()
+
+
+def source_loss(logits: torch.Tensor, label: torch.Tensor, n: int, smoothing: float
+                ) -> tuple[torch.Tensor, float]:
+    """Loss and top-1 accuracy for one source. ``logits`` has ``n * V`` rows for ``n`` samples
+    (3D models with V views per sample): each view is trained on the sample's label."""
+    from omnisource.data.mixup import soft_target_cross_entropy, to_soft
+
+    views = logits.shape[0] // n
+    if label.is_floating_point() and label.dim() == 2:
+        target = label
+        if smoothing:
+            target = to_soft(label, logits.shape[1], smoothing)
+        loss = soft_target_cross_entropy(logits.float(), target)
+    else:
+        lab = label.long().repeat_interleave(views) if views > 1 else label.long()
+        loss = F.cross_entropy(logits.float(), lab, label_smoothing=smoothing)
+    with torch.no_grad():
+        pred = logits.detach().float().reshape(n, views, -1).mean(1).argmax(1)
+        acc = float((pred == _hard(label)).float().mean())
+    return loss, acc
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop
+# ----------------------------------------------------------------------------------------------
+
+def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
+          validate: bool | None = None, model: nn.Module | None = None,
+          train_data: Any = None, val_data: Any = None, device: str | None = None) -> dict:
+    """Train ``cfg`` into ``work_dir``; returns a summary dict (rank 0 has the full one).
+
+    ``model`` / ``train_data`` (a Dataset or a loader following the protocol in
+    :mod:`omnisource.engine.loaders`) / ``val_data`` (a Dataset) may be given directly, which is
+    how tests and the OmniSource pipeline inject their own; otherwise they are built from ``cfg``.
+    """
+    work_dir = Path(work_dir)
+    info = init_distributed(cfg.dist.backend, device)
+    dev = info.device
+    derive(cfg, info.world_size)
+    tcfg = cfg.train
+    if tcfg.amp == "fp16" and dev.type != "cuda":
+        raise ConfigError("train.amp: fp16 needs a CUDA device (use bf16 on CPU)",
+                          file=cfg.get("_source"))
+    set_deterministic(tcfg.deterministic)
+    seed_everything(tcfg.seed)  # same on every rank: identical initial weights
+    if info.is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        save_resolved(cfg, work_dir / "config.yaml")
+    logger = RunLogger(work_dir, enabled=info.is_main, tensorboard=tcfg.tensorboard)
+
+    # -- model ---------------------------------------------------------------------------------
+    if model is None:
+        model = build_model(cfg)
+    num_classes = model_num_classes(model, cfg)
+    layout = model_layout(model)
+    if info.enabled and cfg.dist.sync_bn:
+        if dev.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif info.is_main:  # torch's SyncBatchNorm needs CUDA tensors
+            log.warning("dist.sync_bn ignored: SyncBatchNorm works on GPU only")
+    model.to(dev)
+    channels_last = tcfg.channels_last if tcfg.channels_last != "auto" else use_channels_last(model, layout)
+    if channels_last:
+        # NHWC lets oneDNN / cuDNN pick their fast convolution paths for 2D nets; for 3D nets
+        # channels_last_3d rarely helps on CPU, so "auto" leaves them alone.
+        model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)
+    net: nn.Module = model
+    if info.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[info.local_rank] if dev.type == "cuda" else None,
+            find_unused_parameters=cfg.dist.find_unused_parameters)
+
+    # -- data ----------------------------------------------------------------------------------
+    if train_data is None:
+        if cfg.sources:
+            train_data = build_multisource(cfg, info)
+        else:
+            train_data = build_split(cfg, "train", test_mode=False, seed=tcfg.seed)
+            if train_data is None:
+                raise ConfigError("no training data: set data.train.ann_file (or sources:)",
+                                  file=cfg.get("_source"))
+    if isinstance(train_data, torch.utils.data.Dataset):
+        loader = TrainLoader(train_data, cfg.data.batch_size, seed=tcfg.seed, rank=info.rank,
+                             world=info.world_size, num_workers=cfg.data.num_workers,
+                             pin_memory=cfg.data.pin_memory and dev.type == "cuda")
+    else:
+        loader = train_data
+    do_val = tcfg.validate if validate is None else validate
+    val_loader = None
+    if do_val:
+        if val_data is None:
+            val_data = build_split(cfg, "val", test_mode=True)
+        if val_data is None:
+            log.warning("validation requested but data.val.ann_file is not set; skipping it")
+        else:
+            val_loader = eval_loader(val_data, cfg.derived.val_batch_size, rank=info.rank,
+                                     world=info.world_size, num_workers=cfg.data.num_workers)
+
+    iters_per_epoch = len(loader)
+    if tcfg.max_iters_per_epoch:
+        iters_per_epoch = min(iters_per_epoch, tcfg.max_iters_per_epoch)
+    if iters_per_epoch == 0:
+        raise ConfigError("the training loader yields no batch (empty set or batch too large)",
+                          file=cfg.get("_source"))
+
+    # -- optimisation --------------------------------------------------------------------------
+    optimizer = build_optimizer(model, cfg.optim, cfg.derived.lr)
+    scheduler = IterLRScheduler(optimizer, cfg.derived.lr, iters_per_epoch, cfg.schedule)
+    scaler = torch.amp.GradScaler("cuda", enabled=(tcfg.amp == "fp16"))
+    mixer = None
+    mx = tcfg.mixup
+    if mx.alpha > 0 or mx.cutmix_alpha > 0:
+        from omnisource.data.mixup import BatchMixer
+
+        mixer = BatchMixer(num_classes=num_classes, mixup_alpha=mx.alpha, cutmix_alpha=mx.cutmix_alpha,
+                           prob=mx.prob, switch_prob=mx.switch_prob, smoothing=0.0, seed=tcfg.seed)
+
+    # -- resume --------------------------------------------------------------------------------
+    start_epoch, start_iter, global_iter = 0, 0, 0
+    best: dict[str, Any] = {}
+    skipped_nonfinite = 0
+    resume_path = _resolve_resume(resume, work_dir)
+    if resume_path is not None:
+        ckpt = ckio.load_training_checkpoint(resume_path)
+        model.load_state_dict(ckpt["state_dict"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scheduler"):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+        meta = ckpt["meta"]
+        start_epoch, start_iter, global_iter = meta["epoch"], meta["iter_in_epoch"], meta["global_iter"]
+        best = dict(meta.get("best") or {})
+        skipped_nonfinite = int((ckpt.get("extra") or {}).get("skipped_nonfinite", 0))
+        ckio.set_rng_state(ckpt["rng"])
+        if info.world_size > 1:
+            # only rank 0's RNG state is stored: give the other ranks their own dropout stream
+            torch.manual_seed(tcfg.seed + info.rank + 7919 * global_iter)
+        if info.is_main:
+            log.info("resumed from %s at epoch %d iteration %d", resume_path, start_epoch, start_iter)
+            logger.write({"mode": "resume", "path": str(resume_path), "epoch": start_epoch,
+                          "iter": start_iter, "global_iter": global_iter})
+    elif info.world_size > 1:
+        torch.manual_seed(tcfg.seed + info.rank)  # different dropout per rank
+
+    # -- epochs --------------------------------------------------------------------------------
+    plain_cfg = cfg.to_dict()
+    total_iters = cfg.schedule.epochs * iters_per_epoch
+    t_start = time.time()
+    iters_done_here = 0
+
+    def save(name: str, epoch: int, it: int) -> None:
+        if not info.is_main:
+            return
+        if not ckio.assert_finite(model):
+            raise NonFiniteLossError(f"weights became non-finite at global iteration {global_iter}; "
+                                     f"refusing to write {name}")
+        ckio.save_training_checkpoint(
+            work_dir / name, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+            epoch=epoch, iter_in_epoch=it, global_iter=global_iter, config=plain_cfg, best=best,
+            extra={"skipped_nonfinite": skipped_nonfinite})
+
+    net.train()
+    accum = tcfg.accum_steps
+    last_metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, cfg.schedule.epochs):
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        first = start_iter if epoch == start_epoch else 0
+        if first and hasattr(loader, "set_start"):
+            loader.set_start(first)
+            it_src: Iterable = loader
+        elif first:
+            it_src = _skip(loader, first)
+        else:
+            it_src = loader
+        bar = progress(total=iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.schedule.epochs}",
+                       enabled=info.is_main, initial=first)
+        sums: dict[str, float] = {}
+        count = 0
+        t_data = time.time()
+        i = first
+        for batch in it_src:
+            if i >= iters_per_epoch:
+                break
+            data_time = time.time() - t_data
+            lr = scheduler.step(global_iter)
+            sources = {name: _to_device(b, dev) for name, b in _source_batches(batch).items()}
+            if mixer is not None:
+                mixer.rng = np.random.default_rng([tcfg.seed, info.rank, global_iter])
+                if len(sources) > 1:
+                    sources = mixer.mix_sources(sources)
+                else:
+                    (name, b), = sources.items()
+                    x, y = mixer(b["inputs"], b["label"])
+                    sources = {name: {**b, "inputs": x, "label": y}}
+            step_now = (i + 1) % accum == 0 or i + 1 == iters_per_epoch
+            # skip mode: a NaN batch must not leave NaN BatchNorm running stats behind
+            saved_buffers = ([b.detach().clone() for b in model.buffers()]
+                             if tcfg.nonfinite == "skip" else None)
+            loss_value, logs = _forward_backward(net, sources, tcfg, dev, accum, step_now, scaler)
+            if not math.isfinite(loss_value):
+                optimizer.zero_grad(set_to_none=True)
+                where = f"epoch {epoch + 1}, iteration {i + 1} (global iteration {global_iter + 1})"
+                if tcfg.nonfinite == "stop":
+                    bar.close()
+                    logger.write({"mode": "error", "epoch": epoch, "iter": i, "global_iter": global_iter,
+                                  "error": f"non-finite loss {loss_value}"})
+                    logger.close()
+                    raise NonFiniteLossError(
+                        f"non-finite loss ({loss_value}) at {where}; stopped without saving "
+                        f"(set train.nonfinite: skip to skip such batches)")
+                skipped_nonfinite += 1
+                with torch.no_grad():
+                    for b, saved in zip(model.buffers(), saved_buffers or []):
+                        b.copy_(saved)
+                log.warning("non-finite loss at %s: batch skipped (%d so far)", where, skipped_nonfinite)
+            elif step_now:
+                grad_norm = _optimizer_step(model, optimizer, scaler, cfg.optim.grad_clip)
+                if grad_norm is not None and not math.isfinite(grad_norm) and not scaler.is_enabled():
+                    # clip_grad_norm_ saw NaN/Inf gradients: the step above was skipped
+                    skipped_nonfinite += 1
+                    if tcfg.nonfinite == "stop":
+                        raise NonFiniteLossError(
+                            f"non-finite gradient norm at epoch {epoch + 1}, iteration {i + 1} "
+                            f"(global iteration {global_iter + 1}); stopped without saving")
+                logs["grad_norm"] = grad_norm if grad_norm is not None else float("nan")
+            global_iter += 1
+            iters_done_here += 1
+            i += 1
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            elapsed = time.time() - t_start
+            eta = elapsed / iters_done_here * (total_iters - global_iter)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logs.get('loss', float('nan')):.4f}", lr=f"{lr:.2e}",
+                            data=f"{data_time:.2f}s")
+            if i % tcfg.log_interval == 0 or i == iters_per_epoch:
+                rec = {k: v / count for k, v in sums.items()}
+                rec = all_reduce_mean(rec, dev if dev.type == "cuda" else None)
+                logger.write({"mode": "train", "epoch": epoch + 1, "iter": i,
+                              "global_iter": global_iter, "lr": lr, "data_time": data_time,
+                              "eta_s": round(eta, 1), **rec,
+                              **({"skipped_nonfinite": skipped_nonfinite} if skipped_nonfinite else {}),
+                              **_memory(dev)}, step=global_iter)
+                sums, count = {}, 0
+            if (tcfg.save_every_iters and global_iter % tcfg.save_every_iters == 0
+                    and step_now and i < iters_per_epoch):
+                save("latest.pth", epoch, i)
+            t_data = time.time()
+        bar.close()
+        # -- end of epoch: validate, checkpoint ---------------------------------------------
+        average_buffers(model)
+        done = epoch + 1
+        if val_loader is not None and (done % tcfg.val_interval == 0 or done == cfg.schedule.epochs):
+            scores, labels = run_inference(net if not info.enabled else model, val_loader,
+                                           len(val_loader.dataset), device=dev,
+                                           average=cfg.test.average_clips, amp=tcfg.amp,
+                                           desc="val", show_progress=info.is_main)
+            last_metrics = compute_metrics(scores, labels, cfg.test.metrics, cfg.test.topk)
+            logger.write({"mode": "val", "epoch": done, "global_iter": global_iter, **last_metrics},
+                         step=global_iter)
+            key = "top1_acc" if "top1_acc" in last_metrics else next(iter(last_metrics), None)
+            if key is not None and last_metrics[key] > best.get("value", -1.0):
+                best = {"metric": key, "value": last_metrics[key], "epoch": done}
+                save("best.pth", done, 0)
+                if info.is_main:
+                    from omnisource.utils.io import atomic_write_json
+
+                    atomic_write_json(work_dir / "best.json", best)
+        if done % tcfg.save_interval == 0:
+            save(f"epoch_{done}.pth", done, 0)
+            _prune(work_dir, tcfg.max_keep_ckpts, info.is_main)
+        save("latest.pth", done, 0)
+        barrier()
+        start_iter = 0
+    logger.write({"mode": "done", "global_iter": global_iter, "skipped_nonfinite": skipped_nonfinite,
+                  "time_s": round(time.time() - t_start, 2)})
+    logger.close()
+    return {"work_dir": str(work_dir), "global_iter": global_iter, "best": best,
+            "last_val": last_metrics, "skipped_nonfinite": skipped_nonfinite}
+
+
+def _forward_backward(net: nn.Module, sources: dict[str, dict], tcfg: Config, dev: torch.device,
+                      accum: int, step_now: bool, scaler) -> tuple[float, dict]:
+    """Weighted sum of per-source losses; one forward when all sources have the same shape."""
+    names = list(sources)
+    shapes = {tuple(sources[n]["inputs"].shape[1:]) for n in names}
+    weights = {n: float(sources[n].get("weight", 1.0)) for n in names}
+    logs: dict[str, float] = {}
+    no_sync = getattr(net, "no_sync", None)
+
+    def fwd(x: torch.Tensor) -> torch.Tensor:
+        return net(x)
+
+    groups = [names] if len(shapes) == 1 else [[n] for n in names]
+    total = 0.0
+    for gi, group in enumerate(groups):
+        last_group = gi == len(groups) - 1
+        sizes = [sources[n]["inputs"].shape[0] for n in group]
+        x = torch.cat([sources[n]["inputs"] for n in group]) if len(group) > 1 else sources[group[0]]["inputs"]
+        ctx = no_sync() if (no_sync is not None and (not step_now or not last_group)) else _null()
+        with ctx:
+            with autocast_context(dev, tcfg.amp):
+                logits = fwd(x)
+            rows_per = logits.shape[0] // x.shape[0]
+            loss = logits.new_zeros((), dtype=torch.float32)
+            start = 0
+            for n, size in zip(group, sizes):
+                part = logits[start * rows_per:(start + size) * rows_per]
+                start += size
+                l_n, acc = source_loss(part, sources[n]["label"], size, tcfg.label_smoothing)
+                loss = loss + weights[n] * l_n
+                if n:
+                    logs[f"loss_{n}"] = float(l_n.detach())
+                    logs[f"acc_{n}"] = acc
+                else:
+                    logs["top1_acc"] = acc
+            lv = float(loss.detach())
+            total += lv
+            if not _finite_everywhere(lv, dev):
+                # every rank skips together: a rank that went on to backward() would wait forever
+                # in DDP's gradient all-reduce for the rank that stopped
+                return (lv if not math.isfinite(lv) else float("nan")), logs
+            scaler.scale(loss / accum).backward()
+    logs["loss"] = total
+    return total, logs
+
+
+def _finite_everywhere(value: float, dev: torch.device) -> bool:
+    """Whether ``value`` is finite on every rank (one tiny all-reduce under DDP)."""
+    import torch.distributed as dist
+
+    ok = math.isfinite(value)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        t = torch.tensor([0.0 if ok else 1.0], device=dev)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        ok = float(t) == 0.0
+    return ok
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _optimizer_step(model: nn.Module, optimizer, scaler, grad_clip: float | None) -> float | None:
+    norm = None
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+        if not math.isfinite(norm) and not scaler.is_enabled():
+            optimizer.zero_grad(set_to_none=True)
+            return norm
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+def _skip(loader: Iterable, n: int) -> Iterable:
+    """Mid-epoch resume for loaders without ``set_start``: draw and discard ``n`` batches."""
+    it = iter(loader)
+    for _ in range(n):
+        next(it, None)
+    return it
+
+
+def _memory(dev: torch.device) -> dict[str, float]:
+    if dev.type == "cuda":
+        return {"memory_mb": round(torch.cuda.max_memory_allocated(dev) / 2**20, 1)}
+    return {}
+
+
+def _resolve_resume(resume: str | None, work_dir: Path) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "auto":
+        p = work_dir / "latest.pth"
+        if p.is_file():
+            return p
+        log.info("--resume auto: no %s yet, starting from scratch", p)
+        return None
+    return Path(resume)
+
+
+def _prune(work_dir: Path, keep: int, is_main: bool) -> None:
+    if not is_main or keep <= 0:
+        return
+    ckpts = sorted(work_dir.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+    for p in ckpts[:-keep]:
+        p.unlink(missing_ok=True)

@@ -1,0 +1,234 @@
+"""3D ResNet family (SlowOnly, I3D, C2D) built from one table of per-stage settings.
+
+The variants of the family differ only in a handful of numbers: the stem kernel and temporal
+strides, whether a temporal max-pool follows ``layer1`` (``with_pool2``) and which blocks get a
+temporal kernel ("inflation"). :data:`ARCHS_3D` lists those numbers, one row per variant, so
+adding a variant is adding a row, not copying a class. The rows reproduce mmaction2's
+``ResNet3dSlowOnly`` (``configs/_base_/models/slowonly_r50.py``), ``ResNet3d`` as configured
+for I3D (``i3d_r50.py``) and ``C2D`` (``c2d_r50.py``); module names and parameter shapes equal
+mmaction2's, so its checkpoints load strictly (:mod:`omnisource.models.checkpoint` also
+accepts C2D's 2D kernels for our ``1xkxk`` kernels, which compute the same thing).
+
+Inflated bottleneck (``inflate_style='3x1x1'``, SlowOnly/I3D): ``conv1`` is ``3x1x1``, ``conv2``
+``1x3x3``; ``'3x3x3'`` puts the temporal extent on ``conv2`` instead. Non-inflated blocks are
+the 2D bottleneck with ``1x`` kernels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from omnisource.models.resnet import ConvBN
+
+__all__ = ["Arch3D", "ARCHS_3D", "BasicBlock3d", "Bottleneck3d", "ResNet3d", "ARCH_SETTINGS_3D"]
+
+Inflate = int | Sequence[int]
+
+
+@dataclass(frozen=True)
+class Arch3D:
+    """One row of the 3D family: everything that distinguishes SlowOnly from I3D from C2D.
+
+    ``inflate`` has one entry per stage: 0/1 for the whole stage, or a per-block tuple (I3D).
+    """
+
+    conv1_kernel: tuple[int, int, int] = (1, 7, 7)
+    conv1_stride_t: int = 1
+    pool1_stride_t: int = 1
+    pool1_padding: tuple[int, int, int] = (0, 1, 1)
+    with_pool1: bool = True
+    with_pool2: bool = False
+    inflate: tuple[Inflate, ...] = (0, 0, 1, 1)
+    inflate_style: str = "3x1x1"
+    spatial_strides: tuple[int, ...] = (1, 2, 2, 2)
+    temporal_strides: tuple[int, ...] = (1, 1, 1, 1)
+    zero_init_residual: bool = True
+    notes: str = field(default="", compare=False)
+
+
+ARCHS_3D: dict[str, Arch3D] = {
+    # SlowOnly (Feichtenhofer et al. 2019): 2D stem, no temporal downsampling, temporal
+    # kernels only in res4/res5. mmaction2: ResNet3dSlowOnly defaults.
+    "slowonly": Arch3D(notes="mmaction2 ResNet3dSlowOnly"),
+    # I3D (Carreira & Zisserman 2017) as in mmaction2's i3d_r50.py: 5x7x7 stem with temporal
+    # stride 2, temporal max-pool stride 2, pool2 after res2, alternate inflation.
+    "i3d": Arch3D(conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2, with_pool2=True,
+                  inflate=((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
+                  zero_init_residual=False, notes="mmaction2 ResNet3d (i3d_r50.py)"),
+    # C2D (Wang et al., non-local nets baseline): a 2D ResNet per frame with one temporal
+    # max-pool after res2; mmaction2's C2D uses an unpadded stem max-pool.
+    "c2d": Arch3D(pool1_padding=(0, 0, 0), with_pool2=True, inflate=(0, 0, 0, 0),
+                  zero_init_residual=False, notes="mmaction2 C2D"),
+}
+
+
+class BasicBlock3d(nn.Module):
+    """Two 3x3 convs; with inflation both are 3x3x3 (mmaction2 BasicBlock3d)."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, spatial_stride: int = 1, temporal_stride: int = 1,
+                 dilation: int = 1, downsample: nn.Module | None = None, inflate: bool = True,
+                 inflate_style: str = "3x1x1") -> None:
+        super().__init__()
+        kt, pt = (3, 1) if inflate else (1, 0)
+        self.conv1 = ConvBN(inplanes, planes, (kt, 3, 3), stride=(temporal_stride, spatial_stride, spatial_stride),
+                            padding=(pt, dilation, dilation), dilation=(1, dilation, dilation), dims=3)
+        self.conv2 = ConvBN(planes, planes, (kt, 3, 3), padding=(pt, 1, 1), act=False, dims=3)
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.conv2(self.conv1(x)) + identity)
+
+
+class Bottleneck3d(nn.Module):
+    """1x1x1 -> 1x3x3 -> 1x1x1 bottleneck with an optional temporal kernel (pytorch style)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, spatial_stride: int = 1, temporal_stride: int = 1,
+                 dilation: int = 1, downsample: nn.Module | None = None, inflate: bool = True,
+                 inflate_style: str = "3x1x1") -> None:
+        super().__init__()
+        if inflate_style not in ("3x1x1", "3x3x3"):
+            raise ValueError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
+        k1, p1 = (1, 1, 1), (0, 0, 0)
+        k2, p2 = (1, 3, 3), (0, dilation, dilation)
+        if inflate and inflate_style == "3x1x1":
+            k1, p1 = (3, 1, 1), (1, 0, 0)
+        elif inflate:
+            k2, p2 = (3, 3, 3), (1, dilation, dilation)
+        self.conv1 = ConvBN(inplanes, planes, k1, padding=p1, dims=3)
+        self.conv2 = ConvBN(planes, planes, k2, stride=(temporal_stride, spatial_stride, spatial_stride),
+                            padding=p2, dilation=(1, dilation, dilation), dims=3)
+        self.conv3 = ConvBN(planes, planes * self.expansion, 1, act=False, dims=3)
+        self.downsample = downsample
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+
+
+ARCH_SETTINGS_3D: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
+    18: (BasicBlock3d, (2, 2, 2, 2)),
+    34: (BasicBlock3d, (3, 4, 6, 3)),
+    50: (Bottleneck3d, (3, 4, 6, 3)),
+    101: (Bottleneck3d, (3, 4, 23, 3)),
+    152: (Bottleneck3d, (3, 8, 36, 3)),
+}
+
+
+def _per_block(flag: Inflate, blocks: int, what: str) -> tuple[int, ...]:
+    if isinstance(flag, int):
+        return (flag,) * blocks
+    flag = tuple(int(f) for f in flag)
+    if len(flag) != blocks:
+        raise ValueError(f"{what} has {len(flag)} entries for a stage of {blocks} blocks")
+    return flag
+
+
+class ResNet3d(nn.Module):
+    """3D ResNet returning the last stage's feature map ``[N, feat_dim, T', H/32, W/32]``.
+
+    ``arch`` names a row of :data:`ARCHS_3D`; keyword ``arch_overrides`` replace fields of the
+    row (e.g. ``inflate=(1, 1, 1, 1)``) for experiments.
+    """
+
+    def __init__(self, depth: int = 50, arch: str | Arch3D = "slowonly", in_channels: int = 3,
+                 base_channels: int = 64, frozen_stages: int = -1, norm_eval: bool = False,
+                 **arch_overrides) -> None:
+        super().__init__()
+        if depth not in ARCH_SETTINGS_3D:
+            raise ValueError(f"invalid ResNet3d depth {depth}; choose from {sorted(ARCH_SETTINGS_3D)}")
+        if isinstance(arch, str):
+            if arch not in ARCHS_3D:
+                raise ValueError(f"unknown 3D arch {arch!r}; choose from {sorted(ARCHS_3D)}")
+            arch = ARCHS_3D[arch]
+        if arch_overrides:
+            arch = replace(arch, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in arch_overrides.items()})
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in -1..4, got {frozen_stages}")
+        self.arch = arch
+        self.depth = depth
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        block, stage_blocks = ARCH_SETTINGS_3D[depth]
+        kt, kh, kw = arch.conv1_kernel
+        self.conv1 = ConvBN(in_channels, base_channels, arch.conv1_kernel,
+                            stride=(arch.conv1_stride_t, 2, 2),
+                            padding=((kt - 1) // 2, (kh - 1) // 2, (kw - 1) // 2), dims=3)
+        self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(arch.pool1_stride_t, 2, 2),
+                                    padding=arch.pool1_padding)
+        self.pool2 = nn.MaxPool3d(kernel_size=(2, 1, 1), stride=(2, 1, 1))
+        self.res_layers: list[str] = []
+        inplanes = base_channels
+        for i, n in enumerate(stage_blocks):
+            planes = base_channels * 2 ** i
+            s, t = arch.spatial_strides[i], arch.temporal_strides[i]
+            inflate = _per_block(arch.inflate[i], n, f"inflate[{i}]")
+            downsample = None
+            if s != 1 or inplanes != planes * block.expansion:
+                downsample = ConvBN(inplanes, planes * block.expansion, 1, stride=(t, s, s), act=False, dims=3)
+            blocks = [block(inplanes, planes, s, t, 1, downsample, bool(inflate[0]), arch.inflate_style)]
+            inplanes = planes * block.expansion
+            for j in range(1, n):
+                blocks.append(block(inplanes, planes, 1, 1, 1, None, bool(inflate[j]), arch.inflate_style))
+            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
+            self.res_layers.append(f"layer{i + 1}")
+        self.feat_dim = inplanes
+        self.init_weights()
+        self._apply_freezing()
+
+    def init_weights(self) -> None:
+        """mmaction2's from-scratch init: Kaiming convs, BN 1/0, last BN of each block 0
+        when ``zero_init_residual`` (so every residual block starts as the identity)."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.arch.zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Bottleneck3d):
+                    nn.init.zeros_(m.conv3.bn.weight)
+                elif isinstance(m, BasicBlock3d):
+                    nn.init.zeros_(m.conv2.bn.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        if self.arch.with_pool1:
+            x = self.maxpool(x)
+        for i, name in enumerate(self.res_layers):
+            x = getattr(self, name)(x)
+            if i == 0 and self.arch.with_pool2:
+                x = self.pool2(x)
+        return x
+
+    def _apply_freezing(self) -> None:
+        if self.frozen_stages >= 0:
+            for p in self.conv1.parameters():
+                p.requires_grad = False
+        for i in range(1, self.frozen_stages + 1):
+            for p in getattr(self, f"layer{i}").parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True) -> "ResNet3d":
+        super().train(mode)
+        if not mode:
+            return self
+        if self.frozen_stages >= 0:
+            self.conv1.eval()
+        for i in range(1, self.frozen_stages + 1):
+            getattr(self, f"layer{i}").eval()
+        if self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self

@@ -1,0 +1,683 @@
+"""``omnisource run``: the whole OmniSource recipe, stage by stage, cached and resumable.
+
+Stages (each in ``WORK/stages/<name>/``; a stage is finished when its ``done.json`` exists and
+names the same inputs/settings hash -- a finished stage is skipped, an interrupted one is rerun
+and resumes through its own machinery: the web stages through their journals, training through
+``latest.pth``)::
+
+    world        generate the default synthetic world (only without --data)
+    check        decode every listed sample (omnisource data check) and summarise
+    ingest-*     validate each web list into a manifest (web/ingest.py)
+    teacher      train the video teacher on the target set; it is also the target-only baseline
+    teacher-2d   train a 2D teacher for web images (3D teachers never score images, paper 3.4)
+    dedup-*      remove web samples that look like target val samples (web/dedup.py)
+    score-*, select-*   teacher filtering + pseudo-labels (web/filter.py)
+    untrimmed    positive clips of untrimmed videos (web/untrimmed.py)
+    student      joint training on target + all filtered sources (paper Eq. 1)
+    unfiltered   joint training on target + all web data with query labels (no teacher)
+    only-*       target + one source (--ablations; paper Table 2)
+    test         every trained model on the target val set
+then ``WORK/results.json`` (measured numbers, seeds, stage status) and the HTML report
+``WORK/report/index.html``.
+
+The pipeline calls the Python APIs of the other modules (never subprocesses). A stage whose
+module is missing or broken in this build is reported as *unavailable* with the reason, and the
+stages that depend on it are skipped: the run still finishes and says precisely what ran.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from omnisource.errors import ConfigError, InputError, OmniSourceError
+from omnisource.pipeline import tiny_models  # noqa: F401  (registers the demo networks)
+from omnisource.pipeline.config import RunSettings, load_run_settings
+from omnisource.utils.io import atomic_write_json, atomic_write_text, sha1_json
+
+log = logging.getLogger("omnisource.pipeline.run")
+
+WEB_SOURCES = {  # source name -> list file under DATA/web/, kind
+    "web_images": ("images", "image"),
+    "web_videos": ("videos", "video"),
+    "untrimmed": ("untrimmed", "video"),
+}
+
+
+class StageUnavailable(Exception):
+    """A stage cannot run in this build or on this data (missing input, missing module)."""
+
+
+@dataclass
+class StageStatus:
+    name: str
+    status: str              # done | cached | unavailable | failed | skipped
+    seconds: float = 0.0
+    reason: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Runs the recipe; see the module docstring. ``say`` prints progress lines."""
+
+    def __init__(self, work_dir: str | Path, data_dir: str | Path | None, settings: RunSettings,
+                 *, ablations: bool | None = None, world_spec: Any = None,
+                 say: Callable[[str], None] = print, progress: bool | None = None):
+        self.work = Path(work_dir)
+        self.data = Path(data_dir) if data_dir is not None else None
+        self.s = settings
+        self.ablations = bool(settings.ablations if ablations is None else ablations)
+        self.world_spec = world_spec
+        self.say = say
+        self.progress = progress
+        self.stages: dict[str, StageStatus] = {}
+        self.models: dict[str, dict[str, Any]] = {}   # run name -> {work_dir, config, metrics}
+
+    # ------------------------------------------------------------------ stage machinery
+    def stage(self, name: str, ident: Any, fn: Callable[[Path], dict[str, Any]],
+              needs: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """Run ``fn(stage_dir)`` unless finished with the same ``ident``; record the status."""
+        for dep in needs:
+            st = self.stages.get(dep)
+            if st is None or st.status not in ("done", "cached"):
+                why = f"needs {dep} ({st.status if st else 'not run'})"
+                self.stages[name] = StageStatus(name, "skipped", reason=why)
+                self.say(f"[{name}] skipped: {why}")
+                return None
+        sdir = self.work / "stages" / name
+        marker = sdir / "done.json"
+        key = sha1_json(ident)
+        if marker.is_file():
+            try:
+                done = json.loads(marker.read_text())
+            except (OSError, ValueError):
+                done = {}
+            if done.get("ident") == key:
+                self.stages[name] = StageStatus(name, "cached", done.get("seconds", 0.0),
+                                                result=done.get("result", {}))
+                self.say(f"[{name}] finished earlier: reused")
+                return done.get("result", {})
+        sdir.mkdir(parents=True, exist_ok=True)
+        self.say(f"[{name}] running")
+        t0 = time.time()
+        try:
+            result = fn(sdir) or {}
+        except StageUnavailable as err:
+            self.stages[name] = StageStatus(name, "unavailable", time.time() - t0, str(err))
+            self.say(f"[{name}] unavailable: {err}")
+            return None
+        except (ImportError, AttributeError, NotImplementedError) as err:
+            # a module of this build is missing or incomplete: report, keep going
+            reason = f"{type(err).__name__}: {err}"
+            log.debug("stage %s failed:\n%s", name, traceback.format_exc())
+            self.stages[name] = StageStatus(name, "unavailable", time.time() - t0, reason)
+            self.say(f"[{name}] unavailable in this build: {reason}")
+            return None
+        except (OmniSourceError, RuntimeError, ValueError, OSError, TypeError, KeyError) as err:
+            reason = f"{type(err).__name__}: {err}"
+            log.warning("stage %s failed:\n%s", name, traceback.format_exc())
+            self.stages[name] = StageStatus(name, "failed", time.time() - t0, reason)
+            self.say(f"[{name}] FAILED: {reason}")
+            return None
+        secs = round(time.time() - t0, 2)
+        atomic_write_json(marker, {"stage": name, "ident": key, "seconds": secs, "result": result})
+        self.stages[name] = StageStatus(name, "done", secs, result=result)
+        self.say(f"[{name}] done in {secs:.1f} s")
+        return result
+
+    def ok(self, name: str) -> bool:
+        st = self.stages.get(name)
+        return st is not None and st.status in ("done", "cached")
+
+    # ------------------------------------------------------------------ data layout
+    def paths(self) -> dict[str, Path]:
+        d = self.data
+        assert d is not None
+        return {"label_map": d / "label_map.txt", "target_root": d / "target",
+                "train": d / "target" / "train.txt", "val": d / "target" / "val.txt"}
+
+    def web_list(self, source: str) -> Path | None:
+        assert self.data is not None
+        sub, _ = WEB_SOURCES[source]
+        p = self.data / "web" / sub / "list.txt"
+        return p if p.is_file() else None
+
+    def class_names(self) -> list[str]:
+        from omnisource.data.annotations import read_label_map
+
+        return list(read_label_map(self.paths()["label_map"]))
+
+    # ------------------------------------------------------------------ the recipe
+    def run(self) -> dict[str, Any]:
+        t0 = time.time()
+        self.work.mkdir(parents=True, exist_ok=True)
+        seed = int(self.s.seed)
+        if self.data is None:
+            from omnisource.pipeline.world import WorldSpec, generate_world
+
+            spec = self.world_spec or WorldSpec(**{"seed": seed, **dict(self.s.world)})
+            root = self.work / "world"
+
+            def make_world(sdir: Path) -> dict:
+                from omnisource.web.stage import progress_enabled
+
+                w = generate_world(root, spec, progress=progress_enabled(self.progress))
+                return {"root": str(root), "counts": w["counts"],
+                        "relevant_share": w["relevant_share"]}
+
+            import dataclasses
+            self.stage("world", {"spec": dataclasses.asdict(spec)}, make_world)
+            self.data = root
+        self._check_layout()
+        self.stage("check", {"data": self._data_ident()}, self._stage_check)
+        base_ident = {"data": self._data_ident(), "seed": seed, "model": dict(self.s.model),
+                      "presets": dict(self.s.presets), "train": dict(self.s.train)}
+        self.stage("teacher", base_ident, lambda d: self._train_run(d, "teacher", []))
+        sources_present = [s for s in self.s.sources if self.web_list(s) is not None]
+        if "web_images" in sources_present:
+            self.stage("teacher-2d", {**base_ident, "image_teacher": dict(self.s.image_teacher)},
+                       self._train_image_teacher)
+        for src in sources_present:
+            self.stage(f"ingest-{src}", {"data": self._data_ident(), "src": src},
+                       lambda d, src=src: self._ingest(d, src))
+        for src in sources_present:
+            teacher = "teacher-2d" if src == "web_images" else "teacher"
+            self.stage(f"dedup-{src}", {"dedup": dict(self.s.dedup), "src": src, "data": self._data_ident()},
+                       lambda d, src=src: self._dedup(d, src), needs=(f"ingest-{src}",))
+            web_in = f"dedup-{src}" if self.ok(f"dedup-{src}") else f"ingest-{src}"
+            if src == "untrimmed":
+                self.stage("untrimmed", {"u": dict(self.s.untrimmed), "in": web_in, "base": base_ident},
+                           lambda d: self._untrimmed(d, web_in), needs=(web_in, "teacher"))
+                continue
+            self.stage(f"score-{src}", {"in": web_in, "base": base_ident, "src": src,
+                                        "image_teacher": dict(self.s.image_teacher)},
+                       lambda d, src=src, web_in=web_in, teacher=teacher: self._score(d, src, web_in, teacher),
+                       needs=(web_in, teacher))
+            self.stage(f"select-{src}", {"filter": dict(self.s.filter), "src": src},
+                       lambda d, src=src: self._select(d, src), needs=(f"score-{src}",))
+        # training runs on auxiliary data
+        filtered = {s: self._filtered_manifest(s) for s in sources_present}
+        filtered = {s: m for s, m in filtered.items() if m is not None}
+        runs: list[tuple[str, dict[str, Path]]] = []
+        if filtered:
+            runs.append(("student", filtered))
+        raw = {s: self._raw_manifest(s) for s in sources_present}
+        raw = {s: m for s, m in raw.items() if m is not None}
+        if raw and (self.s.unfiltered_run or self.ablations):
+            runs.append(("unfiltered", raw))
+        if self.ablations:
+            for s, m in filtered.items():
+                runs.append((f"only-{s}", {s: m}))
+        for run_name, srcs in runs:
+            ident = {**base_ident, "sources": {k: [str(v), _file_hash(v)] for k, v in srcs.items()},
+                     "source_cfg": dict(self.s.sources)}
+            self.stage(run_name, ident, lambda d, run_name=run_name, srcs=srcs: self._train_run(d, run_name, srcs))
+        trained = [n for n in ["teacher"] + [r for r, _ in runs] if self.ok(n)]
+        self.stage("test", {"runs": {n: self.stages[n].result.get("checkpoint_sha1") for n in trained},
+                            "presets": dict(self.s.presets)},
+                   lambda d: self._test(d, trained), needs=("teacher",))
+        results = self._results(time.time() - t0)
+        self._report(results)
+        return results
+
+    # ------------------------------------------------------------------ stages
+    def _data_ident(self) -> dict[str, Any]:
+        p = self.paths()
+        ident = {k: _file_hash(v) for k, v in p.items() if v.is_file()}
+        for s in WEB_SOURCES:
+            lst = self.web_list(s)
+            if lst is not None:
+                ident[s] = _file_hash(lst)
+        return ident
+
+    def _check_layout(self) -> None:
+        p = self.paths()
+        for key in ("label_map", "train", "val"):
+            if not p[key].is_file():
+                raise InputError(f"missing {p[key].relative_to(self.data)} (see the data layout in "
+                                 f"`omnisource run --help`)", file=self.data)
+
+    def _stage_check(self, sdir: Path) -> dict[str, Any]:
+        from omnisource.data.check import check_annotations
+
+        p = self.paths()
+        out: dict[str, Any] = {}
+        lists = [("target_train", p["train"], p["target_root"]), ("target_val", p["val"], p["target_root"])]
+        for s in WEB_SOURCES:
+            lst = self.web_list(s)
+            if lst is not None:
+                lists.append((s, lst, lst.parent))
+        for name, lst, root in lists:
+            rep = check_annotations(lst, root, label_map=str(p["label_map"]), workers=0,
+                                    progress=self.progress)
+            atomic_write_json(sdir / f"{name}.json", rep)
+            out[name] = {"total": rep["total"], "ok": rep["ok"], "failed": rep["failed"],
+                         "by_reason": rep.get("by_reason", {})}
+            self.say(f"  {name}: {rep['ok']}/{rep['total']} readable"
+                     + (f", {rep['failed']} unreadable" if rep["failed"] else ""))
+        return out
+
+    def _train_cfg(self, name: str, sources: dict[str, Path], work: Path) -> Any:
+        """An omnisource training config (engine/train.py) for one run of the recipe."""
+        from omnisource.config import config_from_dict
+
+        p = self.paths()
+        t = self.s.train
+        pov = dict(self.s.presets.overrides)
+        nclass = len(self.class_names())
+        data = {
+            "train": {"ann_file": str(p["train"]), "data_root": str(p["target_root"]),
+                      "preset": self.s.presets.train, "overrides": dict(pov)},
+            "val": {"ann_file": str(p["val"]), "data_root": str(p["target_root"]),
+                    "preset": self.s.presets.test, "overrides": dict(pov)},
+            "label_map": str(p["label_map"]), "num_workers": int(t.num_workers),
+            "batch_size": int(t.batch_size), "pin_memory": False,
+        }
+        cfg: dict[str, Any] = {
+            "model": {"name": self.s.model.name, "num_classes": nclass,
+                      "overrides": dict(self.s.model.overrides)},
+            "data": data,
+            "optim": {"lr": float(t.lr), "weight_decay": float(t.weight_decay), "scale_lr": False},
+            "schedule": {"epochs": int(t.epochs), "policy": "cosine",
+                         "warmup_epochs": int(t.warmup_epochs)},
+            "train": {"seed": int(self.s.seed), "tensorboard": False, "save_interval": int(t.epochs),
+                      "max_keep_ckpts": 1, "log_interval": 1000,
+                      "max_iters_per_epoch": t.max_iters_per_epoch,
+                      "mixup": {"alpha": float(t.mixup_alpha)}},
+            "work_dir": str(work),
+        }
+        if sources:
+            items = [{"name": "target", "ann_file": str(p["train"]), "data_root": str(p["target_root"]),
+                      "batch_size": int(t.batch_size), "role": "target",
+                      "step_mode": t.step_mode, "overrides": dict(pov)}]
+            for src, manifest in sources.items():
+                sc = dict(self.s.sources.get(src) or {})
+                sub, _ = WEB_SOURCES[src]
+                item = {"name": src, "ann_file": str(manifest),
+                        "data_root": str(self.data / "web" / sub),  # type: ignore[operator]
+                        "batch_size": int(sc.get("batch_size") or t.batch_size),
+                        "loss_weight": float(sc.get("loss_weight", 1.0)),
+                        "resample": sc.get("resample"), "overrides": dict(pov),
+                        "format": "manifest"}
+                if src == "web_images" and sc.get("inflate"):
+                    item["inflate"] = sc["inflate"]
+                items.append(item)
+            cfg["sources"] = items
+        return config_from_dict(cfg, source=f"<omnisource run: {name}>")
+
+    def _train_run(self, sdir: Path, name: str, sources: dict[str, Path] | list) -> dict[str, Any]:
+        from omnisource.engine.train import train
+
+        srcs = dict(sources) if sources else {}
+        cfg = self._train_cfg(name, srcs, sdir)
+        cfg_file = _save_config(cfg, sdir / "run_config.yaml")
+        summary = train(cfg, sdir, resume="auto", validate=False, device="cpu")
+        ckpt = sdir / "latest.pth"
+        if not ckpt.is_file():
+            raise RuntimeError(f"training {name} wrote no checkpoint")
+        from omnisource.utils.io import sha1_file
+
+        return {"work_dir": str(sdir), "checkpoint": str(ckpt), "config": str(cfg_file),
+                "checkpoint_sha1": sha1_file(ckpt), "iterations": summary.get("global_iter"),
+                "sources": {k: str(v) for k, v in srcs.items()}}
+
+    def _train_image_teacher(self, sdir: Path) -> dict[str, Any]:
+        from omnisource.config import config_from_dict
+        from omnisource.engine.train import train
+        from omnisource.utils.io import sha1_file
+
+        p = self.paths()
+        it = self.s.image_teacher
+        pov = dict(it.preset_overrides)
+        cfg = config_from_dict({
+            "model": {"name": it.name, "num_classes": len(self.class_names()), "overrides": dict(it.overrides)},
+            "data": {"train": {"ann_file": str(p["train"]), "data_root": str(p["target_root"]),
+                               "preset": it.preset, "overrides": pov},
+                     "label_map": str(p["label_map"]), "num_workers": int(self.s.train.num_workers),
+                     "batch_size": int(it.batch_size), "pin_memory": False},
+            "optim": {"lr": float(it.lr), "weight_decay": float(self.s.train.weight_decay), "scale_lr": False},
+            "schedule": {"epochs": int(it.epochs), "policy": "cosine", "warmup_epochs": 1},
+            "train": {"seed": int(self.s.seed), "tensorboard": False, "save_interval": int(it.epochs),
+                      "max_keep_ckpts": 1, "log_interval": 1000,
+                      "max_iters_per_epoch": self.s.train.max_iters_per_epoch},
+        }, source="<omnisource run: teacher-2d>")
+        cfg_file = _save_config(cfg, sdir / "run_config.yaml")
+        summary = train(cfg, sdir, resume="auto", validate=False, device="cpu")
+        ckpt = sdir / "latest.pth"
+        return {"work_dir": str(sdir), "checkpoint": str(ckpt), "config": str(cfg_file),
+                "checkpoint_sha1": sha1_file(ckpt), "iterations": summary.get("global_iter")}
+
+    def _ingest(self, sdir: Path, src: str) -> dict[str, Any]:
+        from omnisource.web.ingest import ValidateConfig, ingest
+
+        lst = self.web_list(src)
+        if lst is None:
+            raise StageUnavailable(f"no list for {src}")
+        names = self.class_names()
+        listing = sdir / "list.tsv"
+        atomic_write_text(listing, "".join(f"{path}\t{q}\n" for path, q in _read_web_list(lst, names)))
+        kinds = ("image",) if src == "web_images" else ("video",)
+        res = ingest(sdir / "out", label_map=self.paths()["label_map"], list_file=listing, root=lst.parent,
+                     cfg=ValidateConfig(min_size=16, kinds=kinds, source=src), workers=1,
+                     progress=self.progress)
+        counts = res.meta.get("counts", {})
+        return {"manifest": str(res.manifest), "data_root": str(res.data_root), "counts": counts}
+
+    def _dedup(self, sdir: Path, src: str) -> dict[str, Any]:
+        if not self.s.dedup.enabled:
+            raise StageUnavailable("disabled (dedup.enabled: false)")
+        if not self.ok("teacher-2d"):
+            raise StageUnavailable("needs a 2D feature network (teacher-2d)")
+        from omnisource.web.dedup import DedupSettings, run_dedup
+        from omnisource.web.teacher import ModelSource, build_model
+
+        t2 = self.stages["teacher-2d"].result
+        msrc = ModelSource(spec=t2["config"], checkpoint=t2["checkpoint"])
+        model = build_model(msrc, backbone_only=True)
+        p = self.paths()
+        ing = self.stages[f"ingest-{src}"].result
+        thr = self.s.dedup.threshold
+        settings = DedupSettings(frames_per_video=int(self.s.dedup.frames_per_video), pca_dim=32,
+                                 threshold=None if thr is None else float(thr), threshold_frames=50,
+                                 seed=int(self.s.seed))
+        summary = run_dedup(ing["manifest"], [(p["val"], p["target_root"])], sdir / "out", model,
+                            msrc.describe(), settings, web_root=ing["data_root"], batch_size=32,
+                            progress=self.progress)
+        return {"manifest": str(sdir / "out" / "manifest.jsonl"), "data_root": ing["data_root"],
+                "summary": _jsonable(summary)}
+
+    def _ensemble(self, teacher: str, data_root: str):
+        from omnisource.web.teacher import ModelSource, build_ensemble
+
+        t = self.stages[teacher].result
+        return build_ensemble([ModelSource(spec=t["config"], checkpoint=t["checkpoint"])],
+                              data_root=data_root, batch_size=32)
+
+    def _score(self, sdir: Path, src: str, web_in: str, teacher: str) -> dict[str, Any]:
+        from omnisource.web.filter import score_stage
+
+        inp = self.stages[web_in].result
+        ens = self._ensemble(teacher, inp["data_root"])
+        res = score_stage(inp["manifest"], sdir / "out", ens, topk=5,
+                          keep_probs=self.s.filter.soft_labels == "dense",
+                          label_map=self.class_names(), progress=self.progress)
+        return {"manifest": str(res.manifest), "data_root": inp["data_root"],
+                "counts": res.meta.get("counts", {})}
+
+    def _select(self, sdir: Path, src: str) -> dict[str, Any]:
+        from omnisource.web.filter import SelectRule, select_stage
+
+        f = self.s.filter
+        rule = SelectRule(threshold=f.threshold, top_fraction_per_class=f.top_fraction_per_class,
+                          rank_group="query", agree=bool(f.agree), soft_labels=f.soft_labels)
+        sc = self.stages[f"score-{src}"].result
+        res = select_stage(sc["manifest"], sdir / "out", rule, progress=self.progress)
+        return {"manifest": str(res.manifest), "data_root": sc["data_root"],
+                "counts": res.meta.get("counts", {})}
+
+    def _untrimmed(self, sdir: Path, web_in: str) -> dict[str, Any]:
+        from omnisource.web.untrimmed import UntrimmedSettings, untrimmed_stage
+
+        u = self.s.untrimmed
+        inp = self.stages[web_in].result
+        ens = self._ensemble("teacher", inp["data_root"])
+        layout = "3d" if all(v.layout == "3d" for v in ens.views) else "2d"
+        settings = UntrimmedSettings(mode=layout, window=float(u.window), stride=float(u.stride),
+                                     pos_threshold=float(u.pos_threshold), agree=bool(u.agree),
+                                     seed=int(self.s.seed))
+        res = untrimmed_stage(inp["manifest"], sdir / "out", ens, settings, data_root=inp["data_root"],
+                              label_map=self.class_names(), progress=self.progress)
+        return {"manifest": str(res.manifest), "data_root": inp["data_root"],
+                "counts": res.meta.get("counts", {})}
+
+    def _filtered_manifest(self, src: str) -> Path | None:
+        stage = "untrimmed" if src == "untrimmed" else f"select-{src}"
+        if not self.ok(stage):
+            return None
+        m = Path(self.stages[stage].result["manifest"])
+        return m if _count_records(m) > 0 else None
+
+    def _raw_manifest(self, src: str) -> Path | None:
+        """Web data without teacher: the (de-duplicated) ingest manifest with query labels."""
+        for stage in (f"dedup-{src}", f"ingest-{src}"):
+            if self.ok(stage):
+                m = Path(self.stages[stage].result["manifest"])
+                out = self.work / "stages" / f"unfiltered-{src}.jsonl"
+                _query_labelled(m, out)
+                return out if _count_records(out) > 0 else None
+        return None
+
+    def _test(self, sdir: Path, runs: list[str]) -> dict[str, Any]:
+        out = {}
+        for name in runs:
+            res = self.stages[name].result
+            metrics = evaluate_checkpoint(res["config"], res["checkpoint"], self.paths()["val"],
+                                          self.paths()["target_root"], self.s.presets.test,
+                                          dict(self.s.presets.overrides), self.paths()["label_map"])
+            out[name] = metrics
+            self.say(f"  {name}: top1 {metrics.get('top1_acc', float('nan')):.4f} "
+                     f"top5 {metrics.get('top5_acc', float('nan')):.4f}")
+        return out
+
+    # ------------------------------------------------------------------ results
+    def _results(self, seconds: float) -> dict[str, Any]:
+        test = self.stages["test"].result if self.ok("test") else {}
+        rows = []
+        labels = {"teacher": "target only (baseline = teacher)", "student": "target + all sources (OmniSource)",
+                  "unfiltered": "target + all sources, no teacher filtering"}
+        for name, m in test.items():
+            rows.append({"run": name, "description": labels.get(name, f"target + {name[5:]}" if name.startswith("only-") else name),
+                         "top1": m.get("top1_acc"), "top5": m.get("top5_acc"),
+                         "mean_class_accuracy": m.get("mean_class_accuracy")})
+        filt = {}
+        from omnisource.pipeline.world import load_truth
+
+        truth = load_truth(self.data) if self.data is not None else None
+        for src in WEB_SOURCES:
+            st = "untrimmed" if src == "untrimmed" else f"select-{src}"
+            if self.ok(st):
+                filt[src] = self._filter_quality(src, Path(self.stages[st].result["manifest"]), truth)
+        res = {
+            "seed": int(self.s.seed),
+            "data": str(self.data),
+            "generated_world": (self.work / "world") == self.data,
+            "seconds": round(seconds, 1),
+            "settings": dict(self.s),
+            "stages": {n: {"status": s.status, "seconds": s.seconds, "reason": s.reason}
+                       for n, s in self.stages.items()},
+            "table": rows,
+            "filtering": filt,
+        }
+        base = next((r for r in rows if r["run"] == "teacher"), None)
+        stud = next((r for r in rows if r["run"] == "student"), None)
+        unf = next((r for r in rows if r["run"] == "unfiltered"), None)
+        if base and stud and base["top1"] is not None and stud["top1"] is not None:
+            res["omnisource_gain_top1"] = stud["top1"] - base["top1"]
+        if base and unf and base["top1"] is not None and unf["top1"] is not None:
+            res["unfiltered_gain_top1"] = unf["top1"] - base["top1"]
+        atomic_write_json(self.work / "results.json", res)
+        return res
+
+    def _filter_quality(self, src: str, manifest: Path, truth: dict | None) -> dict[str, Any]:
+        """Kept counts, and (generated world only) precision of the kept pseudo-labels."""
+        from omnisource.data.annotations import iter_manifest
+
+        kept = list(iter_manifest(manifest))
+        info: dict[str, Any] = {"kept": len(kept)}
+        key = {"web_images": "web_images", "web_videos": "web_videos", "untrimmed": "web_untrimmed"}[src]
+        if truth and key in truth:
+            t = truth[key]
+            correct = sum(1 for r in kept if t.get(r.path, {}).get("true") == _hard_label(r))
+            info["pseudo_label_precision"] = correct / len(kept) if kept else None
+            info["relevant_in_crawl"] = sum(1 for v in t.values() if v["kind"] == "relevant") / max(1, len(t))
+            info["crawl_size"] = len(t)
+        return info
+
+    def _report(self, results: dict[str, Any]) -> None:
+        try:
+            from omnisource.web.report import build_report
+
+            index = build_report(self.work / "stages", self.work / "report",
+                                 label_map=self.class_names())
+            results["report"] = str(index)
+        except (ImportError, AttributeError) as err:
+            results["report"] = None
+            results.setdefault("notes", []).append(f"web report unavailable: {err}")
+        except (OmniSourceError, OSError, ValueError, RuntimeError) as err:
+            results["report"] = None
+            results.setdefault("notes", []).append(f"web report failed: {type(err).__name__}: {err}")
+        atomic_write_text(self.work / "report" / "results.html", results_html(results))
+        atomic_write_json(self.work / "results.json", results)
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _file_hash(path: Path) -> str | None:
+    from omnisource.utils.io import sha1_file
+
+    return sha1_file(path) if Path(path).is_file() else None
+
+
+def _save_config(cfg: Any, path: Path) -> Path:
+    """The run's config as a loadable recipe (teachers and tests rebuild the model from it)."""
+    import yaml
+
+    data = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    for key in ("_source", "derived"):
+        data.pop(key, None)
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _read_web_list(path: Path, names: list[str]) -> list[tuple[str, str]]:
+    """``path query_label`` rows (label id or class name; tab or last-space separated)."""
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for ln, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split("\t") if "\t" in line else line.rsplit(None, 1)
+            if len(parts) != 2:
+                raise InputError("expected 'path query_label'", path, ln)
+            rel, q = parts[0].strip(), parts[1].strip()
+            if q.lstrip("-").isdigit():
+                k = int(q)
+                if not 0 <= k < len(names):
+                    raise InputError(f"query label {k} outside the label map (0..{len(names) - 1})", path, ln)
+                q = names[k]
+            rows.append((rel, q))
+    return rows
+
+
+def _count_records(path: Path) -> int:
+    if not Path(path).is_file():
+        return 0
+    from omnisource.data.annotations import iter_manifest
+
+    return sum(1 for _ in iter_manifest(path))
+
+
+def _hard_label(rec: Any) -> int | None:
+    lab = rec.label
+    if isinstance(lab, list):
+        return int(lab[0]) if lab else None
+    return None if lab is None else int(lab)
+
+
+def _query_labelled(src: Path, dest: Path) -> None:
+    """Copy a manifest with ``label = query_label`` (what training on raw crawls would use)."""
+    from omnisource.data.annotations import ManifestWriter, iter_manifest
+
+    recs = []
+    for r in iter_manifest(src):
+        if r.query_label is None:
+            continue
+        r.label = int(r.query_label)
+        r.score = None
+        recs.append(r)
+    with ManifestWriter(dest) as w:
+        for r in recs:
+            w.write(r)
+
+
+def evaluate_checkpoint(config: str, checkpoint: str, ann_file: Path, data_root: Path, preset: str,
+                        preset_overrides: dict, label_map: Path) -> dict[str, float]:
+    """Top-1/top-5/mean-class accuracy of a trained run on a labelled list (one view per video)."""
+    import torch
+
+    from omnisource.data.datasets import build_dataset
+    from omnisource.engine import checkpoint_io as ckio
+    from omnisource.engine.evaluate import compute_metrics, run_inference
+    from omnisource.engine.loaders import eval_loader
+    from omnisource.engine.train import build_model
+    from omnisource.config import load_config
+
+    cfg = load_config(config)
+    model = build_model(cfg)
+    state = ckio.load_training_checkpoint(checkpoint)["state_dict"]
+    model.load_state_dict(state)
+    ds = build_dataset(ann_file, data_root, preset, test_mode=True, label_map=str(label_map),
+                       **preset_overrides)
+    loader = eval_loader(ds, 16)
+    scores, labels = run_inference(model, loader, len(ds), device=torch.device("cpu"),
+                                   show_progress=False)
+    m = compute_metrics(scores, labels, ("top_k_accuracy", "mean_class_accuracy"), (1, 5))
+    return {k: float(v) for k, v in m.items()}
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """The paper's Table 2 shape: one row per run, top-1 / top-5 (measured)."""
+    rows = results.get("table") or []
+    if not rows:
+        return "(no trained model was evaluated)"
+    w = max(len(r["description"]) for r in rows)
+    lines = [f"{'run':<{w}}  top-1   top-5", "-" * (w + 16)]
+    for r in rows:
+        t1 = "  n/a " if r["top1"] is None else f"{100 * r['top1']:5.1f}%"
+        t5 = "  n/a " if r["top5"] is None else f"{100 * r['top5']:5.1f}%"
+        lines.append(f"{r['description']:<{w}}  {t1}  {t5}")
+    return "\n".join(lines)
+
+
+def results_html(results: dict[str, Any]) -> str:
+    import html
+
+    def pct(v: Any) -> str:
+        return "" if v is None else f"{100 * v:.1f}"
+
+    rows = "".join(f"<tr><td>{html.escape(r['description'])}</td><td>{pct(r['top1'])}</td>"
+                   f"<td>{pct(r['top5'])}</td></tr>" for r in results.get("table", []))
+    stages = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(s['status'])}</td><td>{s['seconds']}</td>"
+                     f"<td>{html.escape(s['reason'] or '')}</td></tr>" for n, s in results.get("stages", {}).items())
+    filt = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(v))}</td></tr>"
+                   for k, v in results.get("filtering", {}).items())
+    link = '<p><a href="index.html">web stages report</a></p>' if results.get("report") else ""
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>omnisource run</title></head><body>"
+            f"<h1>omnisource run: results</h1><p>seed {results.get('seed')}, data {html.escape(str(results.get('data')))},"
+            f" {results.get('seconds')} s</p>{link}<h2>Accuracy on target val (measured)</h2>"
+            f"<table border=1><tr><th>run</th><th>top-1 %</th><th>top-5 %</th></tr>{rows}</table>"
+            f"<h2>Teacher filtering</h2><table border=1>{filt}</table>"
+            f"<h2>Stages</h2><table border=1><tr><th>stage</th><th>status</th><th>s</th><th>note</th></tr>{stages}</table>"
+            f"</body></html>\n")
+
+
+def run_pipeline(work_dir: str | Path, data_dir: str | Path | None = None, config: str | Path | None = None,
+                 sets: tuple[str, ...] = (), ablations: bool | None = None, world_spec: Any = None,
+                 say: Callable[[str], None] = print, progress: bool | None = None) -> dict[str, Any]:
+    """Python entry point of ``omnisource run``."""
+    settings = load_run_settings(config, sets)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise InputError("data folder not found", file=data_dir)
+    pipe = Pipeline(work_dir, data_dir, settings, ablations=ablations, world_spec=world_spec, say=say,
+                    progress=progress)
+    return pipe.run()

@@ -1,0 +1,362 @@
+"""Downloading crawled URLs: concurrent, bounded, resumable, and safe with hostile servers.
+
+Web crawls are full of dead links, slow hosts, HTML error pages served as ``.jpg`` and
+multi-GB files behind innocent names. Each URL therefore goes through:
+
+* **safe names** - the file is stored as ``<out>/<h[:2]>/<h>.<ext>`` with ``h = sha1(url)`` and
+  ``ext`` from the sniffed content: nothing from the URL or the server (``Content-Disposition``,
+  path segments such as ``../../etc``) reaches the file system, and the resolved target is
+  checked to lie inside the output folder;
+* **timeouts** - ``timeout`` seconds for the connection and for every read, plus ``max_time`` for
+  the whole transfer (a server trickling one byte per second passes a read timeout forever);
+* **retries** - connection errors, timeouts, HTTP 5xx / 408 / 429 are retried ``retries`` times
+  with exponential backoff (``backoff * 2**attempt``, +-25 % jitter seeded by the URL so runs are
+  reproducible, capped at ``max_backoff``; a ``Retry-After`` header is honoured up to the cap).
+  Other 4xx answers are permanent;
+* **size cap** - a ``Content-Length`` above ``max_bytes`` is refused before reading; bodies are
+  streamed to a ``.part`` file and the transfer is aborted as soon as it passes the cap (so a
+  lying or absent ``Content-Length`` cannot fill the disk);
+* **content sniffing** - the kind (image / video) and format come from the first bytes (magic
+  numbers), never from the extension or ``Content-Type``; anything else (an HTML login page)
+  is refused as ``not_media``;
+* **resumable** - finished files are atomically renamed from ``.part``; a re-run finds them and
+  does not download again (``status == "cached"``). Permanent failures leave a small ``.fail``
+  marker so dead links are not hammered again (delete the markers, or ``retry_failed=True``,
+  to try again); transient failures are retried on the next run;
+* **redirects** - followed (up to 10, http/https only; urllib's handler).
+
+The stdlib ``urllib`` is used on purpose: no extra dependency, and everything needed here
+(streaming reads, timeouts, redirects) is there. Use :func:`download_many` for a thread pool
+over many URLs (results in input order); ``omnisource ingest --urls`` runs it chunk by chunk
+inside the resumable, sharded stage runner.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import socket
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from omnisource.errors import InputError
+
+log = logging.getLogger("omnisource.web.download")
+
+USER_AGENT = "omnisource-downloader/0.1 (+https://github.com/omnisource)"
+
+# --------------------------------------------------------------------------------------------
+# content sniffing
+# --------------------------------------------------------------------------------------------
+SNIFF_BYTES = 512   # enough for three MPEG-TS sync bytes
+
+
+def sniff(head: bytes) -> tuple[str, str, str] | None:
+    """``(kind, format, extension)`` from the first bytes of a file, or None when not media.
+
+    Formats are recognised by their magic numbers (the same signatures ``file(1)`` uses).
+    GIFs count as images (web image crawls are full of them; an animated GIF can still be
+    read as a video by the decoders if a user lists it as one).
+    """
+    h = head
+    if h.startswith(b"\xff\xd8\xff"):
+        return "image", "jpeg", ".jpg"
+    if h.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image", "png", ".png"
+    if h[:6] in (b"GIF87a", b"GIF89a"):
+        return "image", "gif", ".gif"
+    if h[:4] == b"RIFF" and h[8:12] == b"WEBP":
+        return "image", "webp", ".webp"
+    if h[:2] == b"BM" and len(h) >= 14:
+        return "image", "bmp", ".bmp"
+    if h[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image", "tiff", ".tif"
+    if h[4:8] == b"ftyp":
+        brand = h[8:12]
+        if brand in (b"avif", b"avis"):
+            return "image", "avif", ".avif"
+        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis"):
+            return "image", "heif", ".heic"
+        if brand.startswith(b"qt"):
+            return "video", "mov", ".mov"
+        if brand.startswith(b"3g"):
+            return "video", "3gp", ".3gp"
+        return "video", "mp4", ".mp4"
+    if h[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):
+        return "video", "mov", ".mov"
+    if h[:4] == b"\x1a\x45\xdf\xa3":
+        fmt = "webm" if b"webm" in h[:64] else "mkv"
+        return "video", fmt, "." + fmt
+    if h[:4] == b"RIFF" and h[8:12] == b"AVI ":
+        return "video", "avi", ".avi"
+    if h[:3] == b"FLV":
+        return "video", "flv", ".flv"
+    if h[:4] == b"\x00\x00\x01\xba":
+        return "video", "mpeg", ".mpg"
+    if h[:4] == b"\x30\x26\xb2\x75":
+        return "video", "asf", ".wmv"
+    if h[:4] == b"OggS":
+        return "video", "ogg", ".ogv"
+    if len(h) > 376 and h[0] == h[188] == h[376] == 0x47:
+        # MPEG-TS: a sync byte every 188 bytes (three in a row; one 'G' alone is too weak)
+        return "video", "mpegts", ".ts"
+    return None
+
+
+def sniff_file(path: str | Path) -> tuple[str, str, str] | None:
+    with open(path, "rb") as fh:
+        return sniff(fh.read(SNIFF_BYTES))
+
+
+# --------------------------------------------------------------------------------------------
+# one URL
+# --------------------------------------------------------------------------------------------
+@dataclass
+class DownloadResult:
+    url: str
+    status: str                     # 'ok' (downloaded now) | 'cached' (found on disk) | 'failed'
+    path: str | None = None         # relative to the download folder, '/'-separated
+    reason: str | None = None       # failure reason: http_404, timeout, too_large, not_media, ...
+    kind: str | None = None         # 'image' | 'video'
+    format: str | None = None       # sniffed container / codec family
+    bytes: int = 0
+    http_status: int | None = None
+    content_type: str | None = None
+    attempts: int = 0
+    detail: str | None = None       # human-readable error text
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "cached")
+
+
+class _Permanent(Exception):
+    def __init__(self, reason: str, detail: str = "", http_status: int | None = None):
+        super().__init__(detail or reason)
+        self.reason, self.detail, self.http_status = reason, detail, http_status
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, detail: str = "", http_status: int | None = None, retry_after: float | None = None):
+        super().__init__(detail or reason)
+        self.reason, self.detail, self.http_status, self.retry_after = reason, detail, http_status, retry_after
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only (urllib would also follow ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D401 - urllib API
+        if not newurl.lower().startswith(("http://", "https://")):
+            raise urllib.error.HTTPError(newurl, code, f"redirect to a non-http URL refused: {newurl}", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects())
+
+
+def url_hash(url: str) -> str:
+    return hashlib.sha1(url.encode("utf-8")).hexdigest()
+
+
+class Downloader:
+    """Fetch single URLs into ``out_dir`` (thread-safe: one instance serves a whole pool)."""
+
+    def __init__(self, out_dir: str | Path, *, timeout: float = 20.0, max_time: float = 600.0,
+                 retries: int = 3, backoff: float = 0.5, max_backoff: float = 30.0,
+                 max_bytes: int = 200 * 1024 * 1024, user_agent: str = USER_AGENT,
+                 kinds: tuple[str, ...] = ("image", "video"), retry_failed: bool = False):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.root = self.out_dir.resolve()
+        self.timeout, self.max_time = float(timeout), float(max_time)
+        self.retries, self.backoff, self.max_backoff = int(retries), float(backoff), float(max_backoff)
+        self.max_bytes = int(max_bytes)
+        self.user_agent = user_agent
+        self.kinds = tuple(kinds)
+        self.retry_failed = retry_failed
+
+    # -- names --------------------------------------------------------------------------------
+    def _base(self, url: str) -> Path:
+        h = url_hash(url)
+        base = (self.root / h[:2] / h)
+        # hash names cannot escape, but check anyway: this is the one invariant that must hold
+        if self.root not in base.parents:
+            raise RuntimeError(f"refusing to write outside {self.root}: {base}")
+        return base
+
+    def find_existing(self, url: str) -> Path | None:
+        """A finished download of ``url`` (any sniffed extension), or None."""
+        base = self._base(url)
+        if not base.parent.is_dir():
+            return None
+        for p in sorted(base.parent.glob(base.name + ".*")):
+            if p.suffix not in (".part", ".fail") and p.is_file():
+                return p
+        return None
+
+    # -- fetching -----------------------------------------------------------------------------
+    def fetch(self, url: str) -> DownloadResult:
+        """Download one URL (with retries); never raises for network or content problems."""
+        if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+            return DownloadResult(url, "failed", reason="bad_url", detail="only http(s) URLs are downloaded")
+        done = self.find_existing(url)
+        if done is not None:
+            s = sniff_file(done)
+            if s is not None:
+                return DownloadResult(url, "cached", path=self._rel(done), kind=s[0], format=s[1],
+                                      bytes=done.stat().st_size)
+        base = self._base(url)
+        fail = base.with_name(base.name + ".fail")
+        if fail.exists() and not self.retry_failed:
+            with contextlib.suppress(OSError, ValueError):
+                prev = json.loads(fail.read_text())
+                return DownloadResult(**{**prev, "status": "failed", "attempts": 0})
+        rng = random.Random(url)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                res = self._fetch_once(url, base)
+                res.attempts = attempt
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(fail)
+                return res
+            except _Permanent as e:
+                res = DownloadResult(url, "failed", reason=e.reason, http_status=e.http_status,
+                                     attempts=attempt, detail=e.detail)
+                base.parent.mkdir(parents=True, exist_ok=True)
+                from omnisource.utils.io import atomic_write_json
+
+                atomic_write_json(fail, {k: v for k, v in asdict(res).items() if k not in ("status", "attempts")})
+                return res
+            except _Transient as e:
+                if attempt > self.retries:
+                    return DownloadResult(url, "failed", reason=e.reason, http_status=e.http_status,
+                                          attempts=attempt, detail=e.detail)
+                delay = min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * rng.uniform(0.75, 1.25)
+                if e.retry_after is not None:
+                    delay = min(self.max_backoff, max(delay, e.retry_after))
+                log.debug("%s: %s, retry %d/%d in %.2fs", url, e.reason, attempt, self.retries, delay)
+                time.sleep(delay)
+
+    def _rel(self, p: Path) -> str:
+        return p.resolve().relative_to(self.root).as_posix()
+
+    def _fetch_once(self, url: str, base: Path) -> DownloadResult:
+        req = urllib.request.Request(url, headers={"User-Agent": self.user_agent, "Accept": "image/*,video/*,*/*"})
+        t0 = time.monotonic()
+        part = base.with_name(f"{base.name}.{os.getpid()}.{id(req):x}.part")
+        try:
+            resp = _OPENER.open(req, timeout=self.timeout)
+        except urllib.error.HTTPError as e:
+            code = e.code
+            e.close()
+            retry_after = None
+            with contextlib.suppress(TypeError, ValueError):
+                retry_after = float(e.headers.get("Retry-After")) if e.headers is not None else None
+            if code >= 500 or code in (408, 429):
+                raise _Transient(f"http_{code}", str(e), code, retry_after) from None
+            raise _Permanent(f"http_{code}", str(e), code) from None
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, (socket.timeout, TimeoutError)):
+                raise _Transient("timeout", str(e.reason)) from None
+            raise _Transient("connection", str(e.reason)) from None
+        except (socket.timeout, TimeoutError) as e:
+            raise _Transient("timeout", str(e)) from None
+        except (ConnectionError, OSError) as e:
+            raise _Transient("connection", str(e)) from None
+        try:
+            status = getattr(resp, "status", 200)
+            ctype = resp.headers.get("Content-Type")
+            clen = resp.headers.get("Content-Length")
+            if clen is not None and clen.isdigit() and int(clen) > self.max_bytes:
+                raise _Permanent("too_large", f"Content-Length {clen} > cap {self.max_bytes}", status)
+            base.parent.mkdir(parents=True, exist_ok=True)
+            n = 0
+            head = b""
+            with open(part, "wb") as fh:
+                while True:
+                    if time.monotonic() - t0 > self.max_time:
+                        raise _Transient("timeout", f"transfer longer than {self.max_time:.0f}s")
+                    try:
+                        # read1: return what has arrived (read() would wait for 64 KiB and
+                        # let a trickling server run past max_time)
+                        block = resp.read1(1 << 16)
+                    except (socket.timeout, TimeoutError) as e:
+                        raise _Transient("timeout", f"read: {e}") from None
+                    except (ConnectionError, OSError) as e:
+                        raise _Transient("connection", f"read: {e}") from None
+                    if not block:
+                        break
+                    n += len(block)
+                    if n > self.max_bytes:
+                        raise _Permanent("too_large", f"body passed the cap of {self.max_bytes} bytes", status)
+                    if len(head) < SNIFF_BYTES:
+                        head += block[:SNIFF_BYTES - len(head)]
+                        if len(head) >= SNIFF_BYTES and sniff(head) is None:
+                            raise _Permanent("not_media", f"content is not an image or video (Content-Type {ctype})", status)
+                    fh.write(block)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if n == 0:
+                raise _Permanent("empty", "empty body", status)
+            if clen is not None and clen.isdigit() and n < int(clen):
+                raise _Transient("truncated", f"got {n} of {clen} bytes")
+            s = sniff(head)
+            if s is None:
+                raise _Permanent("not_media", f"content is not an image or video (Content-Type {ctype})", status)
+            if s[0] not in self.kinds:
+                raise _Permanent(f"not_{'_'.join(self.kinds)}", f"got {s[0]} ({s[1]})", status)
+            final = base.with_name(base.name + s[2])
+            os.replace(part, final)
+            return DownloadResult(url, "ok", path=self._rel(final), kind=s[0], format=s[1], bytes=n,
+                                  http_status=status, content_type=ctype)
+        finally:
+            resp.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(part)
+
+
+def download_many(urls: Iterable[str], downloader: Downloader, workers: int = 8) -> Iterator[DownloadResult]:
+    """Download ``urls`` with a thread pool; yields results in input order.
+
+    At most ``4 * workers`` downloads are in flight or waiting to be yielded, so memory stays
+    bounded for arbitrarily long URL lists.
+    """
+    window = max(1, 4 * workers)
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="dl") as pool:
+        for url in urls:
+            pending.append(pool.submit(downloader.fetch, url))
+            if len(pending) >= window:
+                yield pending.pop(0).result()
+        for fut in pending:
+            yield fut.result()
+
+
+def read_url_list(path: str | Path) -> Iterator[dict]:
+    """Rows ``{"url", "query", "line"}`` of a URL list: ``URL<TAB>QUERY`` (query optional),
+    blank lines and ``#`` comments skipped. Errors name file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("URL list not found", path)
+    with open(path, encoding="utf-8") as fh:
+        for ln, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split("\t")
+            if len(parts) > 2:
+                raise InputError(f"expected 'URL<TAB>QUERY', got {len(parts)} columns", path, ln)
+            url = parts[0].strip()
+            if not url.lower().startswith(("http://", "https://")):
+                raise InputError(f"not an http(s) URL: {url[:80]!r}", path, ln)
+            yield {"url": url, "query": parts[1].strip() if len(parts) == 2 else None, "line": ln}

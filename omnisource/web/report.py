@@ -1,0 +1,365 @@
+"""Static HTML report of a run's web stages (``omnisource report WORK_DIR``).
+
+Finds every finished stage under WORK_DIR (a folder with ``meta.json`` naming a ``stage``) and
+writes ``WORK_DIR/report/index.html`` plus PNGs and JPEG thumbnails beside it:
+
+* every stage: counts in / out / dropped (by reason), per source, per class;
+* filter: per-class counts before/after (the paper's Fig. 3), score histograms of kept and
+  rejected samples, grids of kept and rejected samples of one class (``--class``) with their
+  scores and labels;
+* dedup: histogram of each web sample's best similarity against the threshold, and the
+  suspected duplicate pairs side by side;
+* untrimmed: histograms of frame / window scores, kept samples.
+
+Nothing is read beyond what the stages wrote (manifests, dropped.jsonl, side.jsonl,
+meta.json) and the media for thumbnails; unreadable media get a placeholder. All files are
+written atomically; the HTML only references files that exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from omnisource.utils.io import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("omnisource.web.report")
+
+THUMB = 160
+
+
+@dataclass
+class StageDir:
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("stage", "?"))
+
+
+def find_stages(work_dir: Path) -> list[StageDir]:
+    """Finished stages under ``work_dir`` (sorted by path), skipping the report folder itself."""
+    out = []
+    for meta_path in sorted(work_dir.rglob("meta.json")):
+        if "report" in meta_path.relative_to(work_dir).parts[:1] or ".work" in meta_path.parts:
+            continue
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            log.warning("%s: unreadable meta.json, skipped", meta_path)
+            continue
+        if isinstance(meta, dict) and "stage" in meta and "counts" in meta:
+            out.append(StageDir(meta_path.parent, meta))
+    return out
+
+
+def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                row = json.loads(line)
+                if isinstance(row, dict) and set(row) - {"schema_version", "format", "meta"}:
+                    yield row
+
+
+# --------------------------------------------------------------------------------------------
+# output helpers
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Writer:
+    out_dir: Path
+    files: set[str] = field(default_factory=set)
+
+    def png(self, name: str, fig: Any) -> str:
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        atomic_write_bytes(self.out_dir / name, buf.getvalue())
+        self.files.add(name)
+        return name
+
+    def thumb(self, media: Path, rec: dict[str, Any]) -> str:
+        """JPEG thumbnail of an image or of one frame of a video (placeholder when unreadable)."""
+        key = hashlib.sha1(f"{media}|{rec.get('frame_inds')}|{rec.get('segment')}|{rec.get('frame')}".encode()).hexdigest()[:16]
+        name = f"thumbs/{key}.jpg"
+        if name in self.files:
+            return name
+        from PIL import Image
+
+        try:
+            arr = _thumb_array(media, rec)
+        except Exception as err:  # noqa: BLE001 - any unreadable media gets a grey tile
+            log.debug("thumbnail of %s failed: %s", media, err)
+            arr = np.full((THUMB * 3 // 4, THUMB, 3), 200, np.uint8)
+        im = Image.fromarray(arr)
+        im.thumbnail((THUMB, THUMB))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85)
+        atomic_write_bytes(self.out_dir / name, buf.getvalue())
+        self.files.add(name)
+        return name
+
+
+def _thumb_array(media: Path, rec: dict[str, Any]) -> np.ndarray:
+    from omnisource.web import features as F
+
+    if rec.get("kind") == "image":
+        return F.read_image_reduced(media, THUMB)
+    from omnisource.data.decode import open_video
+
+    with open_video(str(media)) as r:
+        if rec.get("frame") is not None:
+            idx = int(rec["frame"])
+        elif rec.get("frame_inds"):
+            idx = int(rec["frame_inds"][0])
+        else:
+            lo, hi = F.segment_frame_range(r, rec.get("segment"))
+            idx = (lo + hi) // 2
+        return r.get_frames([idx])[0]
+
+
+def _hist(writer: Writer, name: str, series: dict[str, list[float]], title: str, vline: float | None = None,
+          xlabel: str = "score") -> str | None:
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    lo = min(min(v) for v in series.values())
+    hi = max(max(v) for v in series.values())
+    bins = np.linspace(min(lo, 0.0), max(hi, 1.0) if hi <= 1 else hi, 41)
+    for k, v in series.items():
+        ax.hist(v, bins=bins, alpha=0.6, label=f"{k} ({len(v)})")
+    if vline is not None:
+        ax.axvline(vline, color="k", ls="--", lw=1, label=f"threshold {vline:.3f}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("samples")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return writer.png(name, fig)
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    h = "".join(f"<th>{_e(c)}</th>" for c in headers)
+    b = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{b}</table>"
+
+
+def _counts_html(meta: dict[str, Any], class_names: Sequence[str] | None, max_classes: int = 30) -> str:
+    c = meta["counts"]
+    parts = [f"<p>in <b>{c['in']['total']}</b> &rarr; out <b>{c['out']['total']}</b>, dropped "
+             f"<b>{c['dropped']['total']}</b> {_e(json.dumps(c['dropped'].get('by_reason', {})))}; "
+             f"{_e(meta.get('wall_time_s', '?'))} s</p>"]
+    srcs = sorted(set(c["in"]["by_source"]) | set(c["out"]["by_source"]))
+    parts.append(_table(["source", "in", "out"], [[s, c["in"]["by_source"].get(s, 0), c["out"]["by_source"].get(s, 0)]
+                                                  for s in srcs]))
+    classes = sorted(set(c["in"]["by_class"]) | set(c["out"]["by_class"]),
+                     key=lambda k: -(c["in"]["by_class"].get(k, 0) + c["out"]["by_class"].get(k, 0)))
+    rows = [[k, _name(k, class_names), c["in"]["by_class"].get(k, 0), c["out"]["by_class"].get(k, 0)]
+            for k in classes[:max_classes]]
+    more = f"<p>({len(classes) - max_classes} more classes)</p>" if len(classes) > max_classes else ""
+    parts.append(_table(["class", "name", "in", "out"], rows) + more)
+    return "\n".join(parts)
+
+
+def _name(k: Any, names: Sequence[str] | None) -> str:
+    s = str(k)
+    if names is not None and s.isdigit() and int(s) < len(names):
+        return names[int(s)]
+    return s
+
+
+def _grid(writer: Writer, items: list[tuple[Path, dict[str, Any], str]]) -> str:
+    if not items:
+        return "<p><i>none</i></p>"
+    cells = []
+    for media, rec, caption in items:
+        t = writer.thumb(media, rec)
+        cells.append(f'<figure><img src="{_e(t)}" loading="lazy"><figcaption>{_e(caption)}</figcaption></figure>')
+    return '<div class="grid">' + "".join(cells) + "</div>"
+
+
+def _root_of(stage: StageDir) -> Path | None:
+    for key in ("data_root",):
+        if stage.meta.get(key):
+            return Path(stage.meta[key])
+        if isinstance(stage.meta.get("config"), dict) and stage.meta["config"].get(key):
+            return Path(stage.meta["config"][key])
+    return None
+
+
+def _media(root: Path | None, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() or root is None else root / p
+
+
+# --------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------
+def _filter_section(w: Writer, st: StageDir, k: int, cls: int | None, names: Sequence[str] | None, n: int) -> str:
+    root = _root_of(st)
+    kept = [r for r in _jsonl(st.path / "manifest.jsonl")]
+    rejected = [r for r in _jsonl(st.path / "dropped.jsonl") if r.get("extra", {}).get("score") is not None]
+    parts = []
+    csvp = st.path / "class_counts.csv"
+    if csvp.is_file():
+        import csv
+
+        with open(csvp, encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        from omnisource.web.filter import class_count_png
+
+        name = f"s{k}_class_counts.png"
+        atomic_write_bytes(w.out_dir / name, class_count_png(
+            [{**r, "before": int(r["before"]), "after": int(r["after"])} for r in rows], "per-class counts"))
+        w.files.add(name)
+        parts.append(f'<h3>Per-class counts before / after filtering</h3><img src="{name}">')
+    by_src: dict[str, list[float]] = {}
+    for r in kept:
+        by_src.setdefault(f"kept {r.get('source')}", []).append(float(r.get("score") or 0))
+    for r in rejected:
+        by_src.setdefault(f"rejected {r.get('source')}", []).append(float(r["extra"]["score"]))
+    h = _hist(w, f"s{k}_scores.png", by_src, "teacher confidence")
+    if h:
+        parts.append(f'<h3>Score histograms</h3><img src="{h}">')
+    if cls is not None:
+        ks = sorted([r for r in kept if r.get("label") == cls or (isinstance(r.get("label"), list) and
+                                                                   int(np.argmax(r["label"])) == cls)],
+                    key=lambda r: -float(r.get("score") or 0))[:n]
+        rs = sorted([r for r in rejected if r.get("query_label") == cls or r["extra"].get("label") == cls],
+                    key=lambda r: -float(r["extra"]["score"]))[:n]
+        cname = _name(cls, names)
+        parts.append(f"<h3>Kept samples of class {cls} ({_e(cname)})</h3>")
+        parts.append(_grid(w, [(_media(root, r["path"]), r, f"{r.get('score', 0):.3f} label {r.get('label') if not isinstance(r.get('label'), list) else 'soft'} q {r.get('query_label')}")
+                               for r in ks]))
+        parts.append(f"<h3>Rejected samples of class {cls} ({_e(cname)})</h3>")
+        parts.append(_grid(w, [(_media(root, r["path"]), {"kind": _kind_guess(r["path"])},
+                                f"{r['extra']['score']:.3f} teacher {r['extra'].get('label')} q {r.get('query_label')} "
+                                f"[{r.get('reason')}]") for r in rs]))
+    return "\n".join(parts)
+
+
+def _kind_guess(path: str) -> str:
+    from omnisource.data.annotations import IMAGE_EXTS
+
+    return "image" if Path(path).suffix.lower() in IMAGE_EXTS else "video"
+
+
+def _dedup_section(w: Writer, st: StageDir, k: int, n: int) -> str:
+    root = _root_of(st)
+    thr = st.meta.get("threshold", (st.meta.get("config") or {}).get("threshold"))
+    best = [float(r["max_sim"]) for r in _jsonl(st.path / "side.jsonl") if r.get("max_sim") is not None
+            and np.isfinite(r["max_sim"])]
+    parts = []
+    h = _hist(w, f"s{k}_maxsim.png", {"web samples": best}, "best similarity to any target frame", thr,
+              xlabel="cosine similarity (whitened)")
+    if h:
+        parts.append(f'<h3>Best similarity per web sample</h3><img src="{h}">')
+    troots: dict[int, Path | None] = {}
+    for tm in sorted((st.path / "target").glob("*/meta.json")):
+        try:
+            cfg = json.loads(tm.read_text()).get("config", {})
+            troots[int(tm.parent.name)] = Path(cfg["frames"]["data_root"]) if cfg.get("frames", {}).get("data_root") else None
+        except (OSError, ValueError, KeyError):
+            pass
+    pairs = sorted(_jsonl(st.path / "pairs.jsonl"), key=lambda r: -float(r["score"]))[:n]
+    rows = []
+    for p in pairs:
+        wt = w.thumb(_media(root, p["web"]), {"kind": _kind_guess(p["web"]), "frame": None})
+        tt = w.thumb(_media(troots.get(int(p.get("target_list", 0))), p["target"]),
+                     {"kind": _kind_guess(p["target"]), "frame": None})
+        rows.append(f'<tr><td><img src="{_e(wt)}"><br>{_e(p["web"])}</td><td><img src="{_e(tt)}"><br>'
+                    f'{_e(p["target"])}</td><td>{float(p["score"]):.4f}</td></tr>')
+    parts.append(f"<h3>Suspected duplicate pairs (top {len(pairs)} by score; threshold {thr})</h3>")
+    parts.append("<table><tr><th>web</th><th>target</th><th>similarity</th></tr>" + "".join(rows) + "</table>"
+                 if rows else "<p><i>no pairs</i></p>")
+    return "\n".join(parts)
+
+
+def _untrimmed_section(w: Writer, st: StageDir, k: int, n: int) -> str:
+    root = _root_of(st)
+    scores: list[float] = []
+    for r in _jsonl(st.path / "side.jsonl"):
+        scores += r.get("frame_scores", []) + r.get("window_scores", [])
+    parts = []
+    h = _hist(w, f"s{k}_untrimmed.png", {"frames / windows": scores}, "teacher confidence")
+    if h:
+        parts.append(f'<h3>Teacher confidence of frames / windows</h3><img src="{h}">')
+    kept = sorted(_jsonl(st.path / "manifest.jsonl"), key=lambda r: -float(r.get("score") or 0))[:n]
+    parts.append("<h3>Most confident samples</h3>")
+    parts.append(_grid(w, [(_media(root, r["path"]), {**r, "frame_inds": (r.get("meta", {}).get("untrimmed", {})
+                                                                          .get("positive_frames") or r.get("frame_inds"))},
+                            f"{r.get('score', 0):.3f} label {r.get('label')} "
+                            f"{r.get('segment') or r.get('frame_inds')}") for r in kept]))
+    return "\n".join(parts)
+
+
+CSS = """body{font-family:sans-serif;margin:20px;max-width:1400px}table{border-collapse:collapse;margin:8px 0}
+td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:top}
+.grid{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;width:170px;font-size:11px}
+img{max-width:100%}section{border-top:2px solid #08519c;margin-top:24px}"""
+
+
+def build_report(work_dir: str | Path, out_dir: str | Path | None = None, class_index: int | None = None,
+                 label_map: Sequence[str] | None = None, max_items: int = 24) -> Path:
+    """Write the report; returns the path of index.html."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    work_dir = Path(work_dir)
+    out = Path(out_dir) if out_dir is not None else work_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    w = Writer(out)
+    stages = find_stages(work_dir)
+    body = [f"<h1>omnisource report: {_e(work_dir)}</h1>",
+            f"<p>{len(stages)} finished stages" + (f"; samples shown for class {class_index} "
+                                                  f"({_e(_name(class_index, label_map))})" if class_index is not None else "")
+            + "</p>"]
+    toc = []
+    for k, st in enumerate(stages):
+        rel = st.path.relative_to(work_dir) if st.path != work_dir else Path(".")
+        anchor = f"s{k}"
+        toc.append(f'<li><a href="#{anchor}">{_e(st.name)}</a> &mdash; {_e(rel)}</li>')
+        sec = [f'<section id="{anchor}"><h2>{_e(st.name)} <small>({_e(rel)})</small></h2>',
+               _counts_html(st.meta, label_map)]
+        try:
+            if st.name == "filter-select":
+                sec.append(_filter_section(w, st, k, class_index, label_map, max_items))
+            elif st.name == "dedup":
+                sec.append(_dedup_section(w, st, k, max_items))
+            elif st.name.startswith("untrimmed"):
+                sec.append(_untrimmed_section(w, st, k, max_items))
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("%s: section incomplete (%s)", st.path, err)
+            sec.append(f"<p><i>section incomplete: {_e(err)}</i></p>")
+        sec.append("</section>")
+        body.append("\n".join(sec))
+    body.insert(2, "<ul>" + "".join(toc) + "</ul>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>omnisource report</title>"
+            f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+    index = out / "index.html"
+    atomic_write_text(index, page)
+    return index

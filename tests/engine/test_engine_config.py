@@ -1,0 +1,122 @@
+"""Config loading: defaults <- _base_ <- file <- --set, unknown keys, validation, every recipe."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from omnisource.config import DEFAULTS, derive, load_config, save_resolved, config_from_dict
+from omnisource.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_file_and_set_overrides(tmp_path):
+    p = write(tmp_path, "a.yaml", "model:\n  name: tiny\noptim:\n  lr: 0.5\nschedule:\n  steps: [3, 6]\n")
+    cfg = load_config(p, ["optim.momentum=0.8", "schedule.steps=[1, 2]", "train.amp=bf16",
+                          "model.overrides.base_channels=8"])
+    assert cfg.optim.lr == 0.5                      # file beats defaults
+    assert cfg.optim.momentum == 0.8                # --set beats file (YAML-parsed number)
+    assert cfg.schedule.steps == [1, 2]
+    assert cfg.train.amp == "bf16"
+    assert cfg.model.overrides == {"base_channels": 8}
+    assert cfg.optim.weight_decay == DEFAULTS["optim"]["weight_decay"]
+
+
+def test_unknown_key_names_file_line_and_suggestion(tmp_path):
+    p = write(tmp_path, "bad.yaml", "model:\n  name: tiny\noptim:\n  momentum: 0.9\n  lrr: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    msg = str(err.value)
+    assert "optim.lrr" in msg and "optim.lr" in msg and f"{p}:5" in msg
+
+
+def test_unknown_set_key_suggests(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'train.accum_steps'"):
+        load_config(None, ["train.acum_steps=2"])
+
+
+@pytest.mark.parametrize("sets, match", [
+    (["train.amp=fp8"], "train.amp"),
+    (["optim.lr=-1"], "optim.lr"),
+    (["data.batch_size=two"], "data.batch_size"),
+    (["schedule.policy=poly"], "schedule.policy"),
+    (["test.crops=5"], "test.crops"),
+    (["schedule.steps=[5, 2]"], "increasing"),
+    (["sources=[{name: a}, {name: a}]"], "duplicate source"),
+])
+def test_bad_values_are_config_errors(sets, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, sets)
+
+
+def test_base_inheritance_is_single_level(tmp_path):
+    write(tmp_path, "base.yaml", "optim:\n  lr: 0.3\n  momentum: 0.7\n")
+    child = write(tmp_path, "child.yaml", "_base_: base.yaml\noptim:\n  lr: 0.1\n")
+    cfg = load_config(child)
+    assert (cfg.optim.lr, cfg.optim.momentum) == (0.1, 0.7)
+    write(tmp_path, "base2.yaml", "_base_: base.yaml\n")
+    grand = write(tmp_path, "grand.yaml", "_base_: base2.yaml\n")
+    with pytest.raises(ConfigError, match="one level"):
+        load_config(grand)
+
+
+def test_linear_scaling_rule_and_resolved_roundtrip(tmp_path):
+    cfg = load_config(None, ["optim.lr=0.2", "optim.reference_batch_size=128", "data.batch_size=16",
+                             "train.accum_steps=2"])
+    derive(cfg, world_size=2)
+    assert cfg.derived.total_batch_size == 64
+    assert cfg.derived.lr == pytest.approx(0.1)
+    derive(cfg, world_size=1)
+    assert cfg.derived.lr == pytest.approx(0.05)
+    cfg2 = load_config(None, ["optim.scale_lr=false", "optim.reference_batch_size=128"])
+    assert derive(cfg2, 8).derived.lr == cfg2.optim.lr
+    save_resolved(cfg, tmp_path / "config.yaml")
+    data = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    again = config_from_dict(data)
+    assert again.optim.to_dict() == cfg.optim.to_dict() and again.derived.lr == cfg.derived.lr
+
+
+def test_sources_are_accepted_and_checked():
+    cfg = load_config(None, ["sources=[{name: kinetics, ann_file: a.txt}, {name: web, ann_file: b.txt, "
+                             "loss_weight: 0.5, batch_size: 4, resample: {power: 0.5}, inflate: still}]"])
+    assert [s.name for s in cfg.sources] == ["kinetics", "web"]
+    assert cfg.sources[1].loss_weight == 0.5 and cfg.sources[0].loss_weight == 1.0
+    with pytest.raises(ConfigError, match="batch_size"):
+        load_config(None, ["sources=[{name: a, batch_size: 0}]"])
+    with pytest.raises(ConfigError, match="loss_weight"):
+        load_config(None, ["sources=[{name: a, loss_weight: -1}]"])
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    p = write(tmp_path, "broken.yaml", "model:\n  name: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_every_recipe_validates(path):
+    from omnisource.data.presets import list_presets
+    from omnisource.models import list_models
+
+    cfg = load_config(path)
+    assert cfg.model.name == path.stem, "a recipe is named after its model preset"
+    assert cfg.model.name in list_models()
+    for split in ("train", "val", "test"):
+        assert cfg.data[split].preset in list_presets(), (split, cfg.data[split].preset)
+        assert cfg.data[split].ann_file
+    assert cfg.optim.reference_batch_size, "zoo lrs are tuned for a total batch"
+
+
+def test_every_model_preset_has_a_recipe():
+    from omnisource.models import list_models
+
+    assert set(list_models()) <= {p.stem for p in RECIPES}

@@ -1,0 +1,108 @@
+"""`omnisource run` end to end on a reduced world: every stage, results, report, caching, resume."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from omnisource.commands.run import REDUCED_SETS
+from omnisource.pipeline.run import format_table, run_pipeline
+from omnisource.pipeline.world import WorldSpec
+
+SPEC = WorldSpec.reduced(train_per_class=3, val_per_class=2, web_images_per_class=4,
+                         web_videos_per_class=3)
+SETS = tuple(REDUCED_SETS) + ("train.epochs=1", "image_teacher.epochs=1")
+EXPECTED = {"world", "check", "teacher", "teacher-2d", "ingest-web_images", "ingest-web_videos",
+            "ingest-untrimmed", "dedup-web_images", "dedup-web_videos", "dedup-untrimmed",
+            "score-web_images", "select-web_images", "score-web_videos", "select-web_videos",
+            "untrimmed", "student", "unfiltered", "test"}
+
+
+def _run(work: Path, **kw):
+    lines: list[str] = []
+    res = run_pipeline(work, None, None, SETS, world_spec=SPEC, say=lines.append, progress=False, **kw)
+    return res, lines
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    res, lines = _run(work)
+    return work, res, lines
+
+
+def test_every_stage_runs_and_results_are_written(finished):
+    work, res, _ = finished
+    status = {n: s["status"] for n, s in res["stages"].items()}
+    assert set(status) == EXPECTED, set(status) ^ EXPECTED
+    assert all(s == "done" for s in status.values()), status
+    on_disk = json.loads((work / "results.json").read_text())
+    assert on_disk["seed"] == 0 and on_disk["generated_world"] is True
+    runs = {r["run"]: r for r in on_disk["table"]}
+    assert {"teacher", "student", "unfiltered"} <= set(runs)
+    for r in runs.values():
+        assert 0.0 <= r["top1"] <= 1.0
+    assert "omnisource_gain_top1" in on_disk
+    assert (work / "report" / "results.html").is_file()
+    assert on_disk["report"] and Path(on_disk["report"]).is_file()
+    # teacher filtering kept a subset, measured against the world's ground truth
+    for src in ("web_images", "web_videos"):
+        info = on_disk["filtering"][src]
+        assert 0 < info["kept"] < info["crawl_size"]
+    assert "target only" in format_table(on_disk)
+
+
+def test_rerun_reuses_every_finished_stage(finished):
+    work, first, _ = finished
+    res, lines = _run(work)
+    assert all(s["status"] == "cached" for s in res["stages"].values()), res["stages"]
+    assert [r["top1"] for r in res["table"]] == [r["top1"] for r in first["table"]]
+
+
+def test_resume_after_kill_between_stages(finished, tmp_path):
+    work, first, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(work, copy)
+    # as if killed after `untrimmed` finished: later stages never wrote their markers
+    for name in ("student", "unfiltered", "test"):
+        (copy / "stages" / name / "done.json").unlink()
+    (copy / "results.json").unlink()
+    # the finished stages' result paths point into the original folder; only the rerun ones move
+    res, _ = _run(copy)
+    status = {n: s["status"] for n, s in res["stages"].items()}
+    assert status["student"] == status["unfiltered"] == status["test"] == "done"
+    assert all(status[n] == "cached" for n in EXPECTED - {"student", "unfiltered", "test"})
+    assert (copy / "results.json").is_file()
+
+
+def test_resume_after_kill_within_a_stage(tmp_path):
+    """SIGKILL the CLI while a stage runs; the rerun reuses finished stages and completes."""
+    work = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "omnisource", "run", "--reduced", "--work-dir", str(work),
+           "--no-progress"] + [a for s in SETS[len(REDUCED_SETS):] for a in ("--set", s)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    killed_in = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("[score-web_videos] running"):
+            proc.send_signal(signal.SIGKILL)
+            killed_in = "score-web_videos"
+            break
+    proc.wait(timeout=120)
+    if killed_in is None:
+        pytest.fail("the run finished before it could be killed")
+    assert not (work / "stages" / killed_in / "done.json").is_file()
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "[teacher] finished earlier: reused" in out.stdout
+    assert f"[{killed_in}] running" in out.stdout
+    res = json.loads((work / "results.json").read_text())
+    assert all(s["status"] in ("done", "cached") for s in res["stages"].values()), res["stages"]
