@@ -64,10 +64,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from omnisource.errors import ConfigError, InputError
     from omnisource.web.dedup import DedupSettings, run_dedup
-    from omnisource.web.runopts import annotate_meta, resolve_data_root, setup_logging
+    from omnisource.web.runopts import annotate_meta, resolve_device, resolve_data_root, setup_logging
     from omnisource.web.teacher import ModelSource, build_model
 
     setup_logging(args.verbose)
+    args.device = resolve_device(args.device)
     if not args.manifest.is_file():
         raise InputError("web manifest not found", args.manifest)
     if (args.config is None) == (args.model is None):

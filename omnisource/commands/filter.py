@@ -53,10 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from omnisource.data.annotations import read_label_map
     from omnisource.errors import InputError
     from omnisource.web import filter as flt
-    from omnisource.web.runopts import annotate_meta, parse_key_floats, resolve_data_root, setup_logging
+    from omnisource.web.runopts import (annotate_meta, parse_key_floats, resolve_data_root, resolve_device,
+                                        setup_logging)
     from omnisource.web.teacher import build_ensemble, parse_teacher_args
 
     setup_logging(args.verbose)
+    args.device = resolve_device(args.device)
     if not args.manifest.is_file():
         raise InputError("manifest not found", args.manifest)
     rule = flt.SelectRule(threshold=args.threshold,
@@ -87,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     sel = flt.select_stage(scores.manifest, args.out, rule, strict=args.strict, progress=args.progress,
                            force=args.force)
+    from omnisource.web.stage import dist_info
+
+    if dist_info()[0] != 0:          # rank 0 writes the tables and prints
+        return 0
     before = flt.query_counts(args.manifest, names)
     after = flt.label_counts(sel.manifest)
     rows = flt.class_count_rows(before, after, names)

@@ -53,11 +53,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from omnisource.data.annotations import read_label_map
     from omnisource.errors import InputError
-    from omnisource.web.runopts import annotate_meta, resolve_data_root, setup_logging
+    from omnisource.web.runopts import annotate_meta, resolve_device, resolve_data_root, setup_logging
     from omnisource.web.teacher import build_ensemble, parse_teacher_args
     from omnisource.web.untrimmed import UntrimmedSettings, untrimmed_stage
 
     setup_logging(args.verbose)
+    args.device = resolve_device(args.device)
     if not args.manifest.is_file():
         raise InputError("manifest not found", args.manifest)
     settings = UntrimmedSettings(mode=args.mode, fps=args.fps, pos_threshold=args.pos_threshold,

@@ -114,6 +114,8 @@ def _class_of(label: Any) -> int:
     if isinstance(label, (int, np.integer)):
         return int(label)
     if isinstance(label, (list, tuple)):
+        if label and all(isinstance(x, float) for x in label):
+            return int(np.argmax(label))            # a soft label row (teacher probabilities)
         return int(label[0]) if label else -1
     t = torch.as_tensor(label)
     if t.dim() == 0:
@@ -133,7 +135,8 @@ def labels_of(dataset: Dataset) -> np.ndarray:
         if samples is None:
             raise ConfigError(f"cannot resample {type(dataset).__name__}: it exposes neither "
                               "`labels` nor `samples`")
-        labels = [getattr(s, "label", None) for s in samples]
+        labels = [getattr(s, "label", None) if getattr(s, "label", None) is not None
+                  else getattr(s, "soft_label", None) for s in samples]
     return np.array([-1 if lab is None else _class_of(lab) for lab in labels], dtype=np.int64)
 
 

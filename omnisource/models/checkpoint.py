@@ -77,6 +77,13 @@ class OpaqueObject(dict):
     def __repr__(self) -> str:
         return f"<opaque {self._qualname}>"
 
+    # identity semantics, so placeholders can be dict keys / set members (numpy scalars, enums)
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
 
 _OPAQUE_CACHE: dict[str, type] = {}
 

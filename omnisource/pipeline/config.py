@@ -45,7 +45,7 @@ RUN_DEFAULTS: dict[str, Any] = {
                       "test_crop_size": 40},
     },
     "train": {                    # teacher (= target-only baseline) and every student run
-        "epochs": 30,
+        "epochs": 40,
         "batch_size": 16,         # target clips per iteration
         "lr": 0.05,               # for `batch_size` clips per step (no scaling)
         "weight_decay": 0.0005,
@@ -57,15 +57,19 @@ RUN_DEFAULTS: dict[str, Any] = {
     },
     "filter": {                   # teacher filtering (paper section 3.4)
         "threshold": None,        # global confidence threshold (None: rank rule only)
-        "top_fraction_per_class": 0.35,  # keep the most confident share of each query class
+        "top_fraction_per_class": 0.5,  # keep the most confident share of each query class
         "agree": True,            # teacher argmax must equal the query class
         "soft_labels": "none",    # none | dense: teacher probabilities as soft targets
     },
-    "sources": {                  # auxiliary sources of the student (absent lists are skipped)
-        "web_images": {"batch_size": 4, "loss_weight": 1.0, "resample": {"power": 0.2},
+    # auxiliary sources of the student (absent lists are skipped). loss_weight None = batch
+    # size / target batch size: the per-source mean losses then add up to the sum over all
+    # samples of Eq. 1 (divided by the target batch), so a source weighs what its share of the
+    # batch is -- weight 1.0 per source would let three small web batches outweigh the target.
+    "sources": {
+        "web_images": {"batch_size": 4, "loss_weight": None, "resample": {"power": 0.2},
                        "inflate": "still"},
-        "web_videos": {"batch_size": 4, "loss_weight": 1.0, "resample": {"power": 0.2}},
-        "untrimmed": {"batch_size": 4, "loss_weight": 1.0, "resample": None},
+        "web_videos": {"batch_size": 4, "loss_weight": None, "resample": {"power": 0.2}},
+        "untrimmed": {"batch_size": 4, "loss_weight": None, "resample": None},
     },
     "untrimmed": {                # untrimmed -> clips (3D) / snippets (2D), paper section 3.5
         "window": 2.0,            # seconds per scored window (paper: 10 s on Kinetics)

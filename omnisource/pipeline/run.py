@@ -102,7 +102,21 @@ class Pipeline:
                                                 result=done.get("result", {}))
                 self.say(f"[{name}] finished earlier: reused")
                 return done.get("result", {})
+        # partial work in the folder (an interrupted run) is resumed only if it was started for
+        # the same inputs and settings; otherwise it belongs to another recipe: start afresh
+        started = sdir / "started.json"
+        if sdir.exists():
+            try:
+                prev = json.loads(started.read_text()).get("ident")
+            except (OSError, ValueError):
+                prev = None
+            if prev != key:
+                import shutil
+
+                shutil.rmtree(sdir)
         sdir.mkdir(parents=True, exist_ok=True)
+        if not started.is_file():
+            atomic_write_json(started, {"stage": name, "ident": key})
         self.say(f"[{name}] running")
         t0 = time.time()
         try:
@@ -298,10 +312,12 @@ class Pipeline:
             for src, manifest in sources.items():
                 sc = dict(self.s.sources.get(src) or {})
                 sub, _ = WEB_SOURCES[src]
+                bs = int(sc.get("batch_size") or t.batch_size)
+                lw = sc.get("loss_weight")
                 item = {"name": src, "ann_file": str(manifest),
                         "data_root": str(self.data / "web" / sub),  # type: ignore[operator]
-                        "batch_size": int(sc.get("batch_size") or t.batch_size),
-                        "loss_weight": float(sc.get("loss_weight", 1.0)),
+                        "batch_size": bs,
+                        "loss_weight": float(bs / int(t.batch_size) if lw is None else lw),
                         "resample": sc.get("resample"), "overrides": dict(pov),
                         "format": "manifest"}
                 if src == "web_images" and sc.get("inflate"):
@@ -493,6 +509,14 @@ class Pipeline:
             "table": rows,
             "filtering": filt,
         }
+        wj = Path(str(self.data)) / "world.json"
+        if wj.is_file():
+            try:
+                w = json.loads(wj.read_text())
+                res["world"] = {"spec": w.get("spec"), "counts": w.get("counts"),
+                                "relevant_share": w.get("relevant_share")}
+            except (OSError, ValueError):
+                pass
         base = next((r for r in rows if r["run"] == "teacher"), None)
         stud = next((r for r in rows if r["run"] == "student"), None)
         unf = next((r for r in rows if r["run"] == "unfiltered"), None)

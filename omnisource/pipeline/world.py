@@ -91,7 +91,7 @@ class WorldSpec:
     untrimmed_frames: int = 64     # frames of an untrimmed video
     fps: int = 8
     clutter: int = 2               # distractor objects per frame
-    noise: float = 10.0            # pixel noise (std, 0..255 scale)
+    noise: float = 6.0             # pixel noise (std, 0..255 scale)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -196,7 +196,7 @@ class _Renderer:
 def _style(web: bool) -> dict:
     # web data: brighter, noisier, other backgrounds -- a small domain gap to the target
     if web:
-        return {"bg_range": (40, 150), "texture": 18.0, "gain": (0.8, 1.25), "noise_mult": 1.6}
+        return {"bg_range": (30, 140), "texture": 15.0, "gain": (0.85, 1.2), "noise_mult": 1.4}
     return {"bg_range": (20, 120), "texture": 12.0, "gain": (0.9, 1.1), "noise_mult": 1.0}
 
 
@@ -217,8 +217,8 @@ def _render_clip(spec: WorldSpec, r: _Renderer, rng: np.random.Generator, frames
         shape, colour = APPEARANCES[cls["appearance"]]
         dy, dx = MOTIONS[cls["motion"]][1]
         n_move = frames if active is None else active[1] - active[0]
-        speed = rng.uniform(0.6, 1.0) * (0.55 * s) / max(n_move, 1)
-        rad = rng.uniform(0.11, 0.17) * s
+        speed = rng.uniform(0.8, 1.0) * (0.6 * s) / max(n_move, 1)
+        rad = rng.uniform(0.12, 0.17) * s
         travel = speed * (n_move - 1)
         # start so the whole path stays inside the frame along the motion axis
         lo, hi = rad, s - rad

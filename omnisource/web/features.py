@@ -346,11 +346,14 @@ def frame_features(model: Any, frames: np.ndarray, batch_size: int = 64, device:
     out = []
     with torch.inference_mode():
         for i in range(0, len(frames), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).to(device)
-            f = model.extract_features(x)
+            part = np.ascontiguousarray(frames[i:i + batch_size])
+            n = len(part)
+            if n < batch_size:      # fixed batch size: a frame's features never depend on its batch
+                part = np.concatenate([part, np.zeros((batch_size - n,) + part.shape[1:], part.dtype)])
+            f = model.extract_features(torch.from_numpy(part).to(device))
             if f.dim() == 4:  # an unpooled map: global average pool
                 f = f.mean(dim=(2, 3))
-            out.append(f.float().cpu().numpy())
+            out.append(f[:n].float().cpu().numpy())
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out)

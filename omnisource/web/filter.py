@@ -79,9 +79,12 @@ def score_stage(input_manifest: str | Path, output_dir: str | Path, ensemble: An
                 strict: bool = False, progress: bool | None = None, force: bool = False) -> StageResult:
     config = {"ensemble": ensemble.describe(), "data_root": ensemble.plan.data_root, "topk": int(topk),
               "keep_probs": bool(keep_probs), "label_map": list(label_map) if label_map else None}
-    return run_stage("filter-score", input_manifest, output_dir, score_process_fn(ensemble, topk, keep_probs),
-                     config, chunk_size=chunk_size, strict=strict, reader=_reader(label_map),
-                     progress=progress, force=force)
+    from omnisource.web.teacher import unwrap_setup_errors
+
+    with unwrap_setup_errors():
+        return run_stage("filter-score", input_manifest, output_dir, score_process_fn(ensemble, topk, keep_probs),
+                         config, chunk_size=chunk_size, strict=strict, reader=_reader(label_map),
+                         progress=progress, force=force)
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,8 +150,10 @@ def _basic_verdict(rec: Any, rule: SelectRule) -> str | None:
     if rule.agree:
         q = _query_index(rec)
         if q is None:
-            raise InputError("--agree needs integer query labels (pass --label-map to map class names)",
-                             rec.file, rec.line)
+            from omnisource.web.teacher import SetupAbort
+
+            raise SetupAbort(InputError("--agree needs integer query labels (pass --label-map to map class "
+                                        "names)", rec.file, rec.line))
         if int(rec.label) != q:
             return "disagree"
     return None
@@ -237,8 +242,10 @@ def _with_soft_label(rec: Any, rule: SelectRule) -> Any:
     if rule.soft_labels == "dense":
         blob = teacher.get("probs")
         if blob is None:
-            raise ConfigError("dense soft labels need teacher probabilities; re-run the score pass "
-                              "with soft labels 'dense' (keep_probs)")
+            from omnisource.web.teacher import SetupAbort
+
+            raise SetupAbort(ConfigError("dense soft labels need teacher probabilities; re-run the score "
+                                         "pass with soft labels 'dense' (keep_probs)"))
         probs = F.decode_f16(blob).astype(np.float64)
         probs = probs / max(probs.sum(), 1e-12)
         return replace(rec, label=[round(float(p), 6) for p in probs])
@@ -248,15 +255,17 @@ def _with_soft_label(rec: Any, rule: SelectRule) -> Any:
 def select_stage(scores_manifest: str | Path, output_dir: str | Path, rule: SelectRule, *,
                  chunk_size: int = 1024, strict: bool = False, progress: bool | None = None,
                  force: bool = False) -> StageResult:
-    rule.validate()
-    from omnisource.web.stage import dist_info, hash_and_count
+    from omnisource.web.stage import hash_and_count
+    from omnisource.web.teacher import unwrap_setup_errors
 
+    rule.validate()
     scores_manifest = Path(scores_manifest)
-    # cut-offs are a pure function of the scores file and the rule: every rank computes the same
-    cutoffs = rank_cutoffs(scores_manifest, rule)
-    config = {"rule": asdict(rule), "scores_hash": hash_and_count(scores_manifest)[0]}
-    return run_stage("filter-select", scores_manifest, output_dir, select_process_fn(rule, cutoffs), config,
-                     chunk_size=chunk_size, strict=strict, progress=progress, force=force)
+    with unwrap_setup_errors():
+        # cut-offs are a pure function of the scores file and the rule: every rank computes the same
+        cutoffs = rank_cutoffs(scores_manifest, rule)
+        config = {"rule": asdict(rule), "scores_hash": hash_and_count(scores_manifest)[0]}
+        return run_stage("filter-select", scores_manifest, output_dir, select_process_fn(rule, cutoffs), config,
+                         chunk_size=chunk_size, strict=strict, progress=progress, force=force)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import html
 import io
 import json
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -94,7 +93,8 @@ class Writer:
 
     def thumb(self, media: Path, rec: dict[str, Any]) -> str:
         """JPEG thumbnail of an image or of one frame of a video (placeholder when unreadable)."""
-        key = hashlib.sha1(f"{media}|{rec.get('frame_inds')}|{rec.get('segment')}|{rec.get('frame')}".encode()).hexdigest()[:16]
+        ident = f"{media}|{rec.get('frame_inds')}|{rec.get('segment')}|{rec.get('frame')}"
+        key = hashlib.sha1(ident.encode()).hexdigest()[:16]
         name = f"thumbs/{key}.jpg"
         if name in self.files:
             return name
@@ -253,13 +253,18 @@ def _filter_section(w: Writer, st: StageDir, k: int, cls: int | None, names: Seq
                     key=lambda r: -float(r["extra"]["score"]))[:n]
         cname = _name(cls, names)
         parts.append(f"<h3>Kept samples of class {cls} ({_e(cname)})</h3>")
-        parts.append(_grid(w, [(_media(root, r["path"]), r, f"{r.get('score', 0):.3f} label {r.get('label') if not isinstance(r.get('label'), list) else 'soft'} q {r.get('query_label')}")
-                               for r in ks]))
+        parts.append(_grid(w, [(_media(root, r["path"]), r, f"{r.get('score', 0):.3f} label {_label_text(r)} "
+                                                             f"q {r.get('query_label')}") for r in ks]))
         parts.append(f"<h3>Rejected samples of class {cls} ({_e(cname)})</h3>")
         parts.append(_grid(w, [(_media(root, r["path"]), {"kind": _kind_guess(r["path"])},
                                 f"{r['extra']['score']:.3f} teacher {r['extra'].get('label')} q {r.get('query_label')} "
                                 f"[{r.get('reason')}]") for r in rs]))
     return "\n".join(parts)
+
+
+def _label_text(r: dict[str, Any]) -> str:
+    lab = r.get("label")
+    return f"{int(np.argmax(lab))} (soft)" if isinstance(lab, list) else str(lab)
 
 
 def _kind_guess(path: str) -> str:
@@ -282,7 +287,8 @@ def _dedup_section(w: Writer, st: StageDir, k: int, n: int) -> str:
     for tm in sorted((st.path / "target").glob("*/meta.json")):
         try:
             cfg = json.loads(tm.read_text()).get("config", {})
-            troots[int(tm.parent.name)] = Path(cfg["frames"]["data_root"]) if cfg.get("frames", {}).get("data_root") else None
+            root_ = cfg.get("frames", {}).get("data_root")
+            troots[int(tm.parent.name)] = Path(root_) if root_ and root_ != "None" else None
         except (OSError, ValueError, KeyError):
             pass
     pairs = sorted(_jsonl(st.path / "pairs.jsonl"), key=lambda r: -float(r["score"]))[:n]
@@ -310,8 +316,11 @@ def _untrimmed_section(w: Writer, st: StageDir, k: int, n: int) -> str:
         parts.append(f'<h3>Teacher confidence of frames / windows</h3><img src="{h}">')
     kept = sorted(_jsonl(st.path / "manifest.jsonl"), key=lambda r: -float(r.get("score") or 0))[:n]
     parts.append("<h3>Most confident samples</h3>")
-    parts.append(_grid(w, [(_media(root, r["path"]), {**r, "frame_inds": (r.get("meta", {}).get("untrimmed", {})
-                                                                          .get("positive_frames") or r.get("frame_inds"))},
+    def shown(r: dict[str, Any]) -> dict[str, Any]:      # thumbnail of the positive frame
+        pos = r.get("meta", {}).get("untrimmed", {}).get("positive_frames")
+        return {**r, "frame_inds": pos or r.get("frame_inds")}
+
+    parts.append(_grid(w, [(_media(root, r["path"]), shown(r),
                             f"{r.get('score', 0):.3f} label {r.get('label')} "
                             f"{r.get('segment') or r.get('frame_inds')}") for r in kept]))
     return "\n".join(parts)
@@ -335,9 +344,9 @@ def build_report(work_dir: str | Path, out_dir: str | Path | None = None, class_
     w = Writer(out)
     stages = find_stages(work_dir)
     body = [f"<h1>omnisource report: {_e(work_dir)}</h1>",
-            f"<p>{len(stages)} finished stages" + (f"; samples shown for class {class_index} "
-                                                  f"({_e(_name(class_index, label_map))})" if class_index is not None else "")
-            + "</p>"]
+            f"<p>{len(stages)} finished stages"
+            + (f"; samples shown for class {class_index} ({_e(_name(class_index, label_map))})"
+               if class_index is not None else "") + "</p>"]
     toc = []
     for k, st in enumerate(stages):
         rel = st.path.relative_to(work_dir) if st.path != work_dir else Path(".")

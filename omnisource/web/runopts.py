@@ -40,9 +40,20 @@ def add_teacher_arguments(p: argparse.ArgumentParser, required: bool = True) -> 
     g.add_argument("--clips", type=int, default=1, help="clips per video for 3D teachers (default 1)")
 
 
+def resolve_device(device: str) -> str:
+    """``cuda`` under torchrun means this rank's GPU (``cuda:$LOCAL_RANK``)."""
+    import os
+
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss").setLevel(logging.WARNING)          # its loader chatters at INFO
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 def resolve_data_root(manifest: str | Path, explicit: str | Path | None) -> Path:

@@ -225,6 +225,30 @@ def load_inputs(rec: Any, plan: InputPlan) -> dict[int, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 # scoring
 # --------------------------------------------------------------------------------------------
+class SetupAbort(Exception):
+    """Carries a ConfigError out of a stage's process_fn.
+
+    The stage runner turns OmniSourceErrors raised by ``process_fn`` into per-row drops (bad
+    data); a wrong setup (e.g. only 3D teachers for images) must instead stop the run with its
+    message, so process functions wrap it in this (non-OmniSourceError) type and the stage
+    function unwraps it with :func:`unwrap_setup_errors`.
+    """
+
+    def __init__(self, err: InputError):
+        super().__init__(str(err))
+        self.err = err
+
+
+class unwrap_setup_errors:  # noqa: N801 - used as a context manager
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if isinstance(exc, SetupAbort):
+            raise exc.err from None
+        return False
+
+
 @dataclass
 class Timing:
     """Where the scoring time went (benchmarks, logs)."""
@@ -278,21 +302,31 @@ class TeacherEnsemble:
         self.close()
 
     def _forward(self, i: int, inputs: list[np.ndarray]) -> np.ndarray:
-        """Mean softmax over views of each item, ``[len(inputs), C]``; inputs grouped by shape."""
+        """Mean softmax over views of each item, ``[len(inputs), C]``; inputs grouped by shape.
+
+        Every forward pass has exactly ``batch_size`` items (the last one zero-padded): CPU
+        kernels pick their algorithm by batch size, and a sample's scores then differ in the last
+        bits depending on how many neighbours it had. With a fixed batch size they do not, so
+        sharded and single-process runs write identical bytes.
+        """
         import torch
 
-        model, view = self.models[i], self.views[i]
+        model = self.models[i]
         out = np.zeros((len(inputs), self.num_classes), dtype=np.float64)
         groups: dict[tuple, list[int]] = {}
         for k, x in enumerate(inputs):
             groups.setdefault(x.shape, []).append(k)
         t0 = time.perf_counter()
+        bs = self.batch_size
         with torch.inference_mode():
             for shape, ks in groups.items():
-                x = torch.from_numpy(np.stack([inputs[k] for k in ks])).to(self.device)
-                logits = model(x).float()                      # 2D: [N, C]; 3D: [N*V, C]
-                probs = torch.softmax(logits, dim=-1).reshape(len(ks), -1, self.num_classes).mean(1)
-                out[ks] = probs.cpu().double().numpy()
+                for b0 in range(0, len(ks), bs):
+                    part = ks[b0:b0 + bs]
+                    x = np.zeros((bs,) + shape, dtype=np.float32)
+                    x[:len(part)] = np.stack([inputs[k] for k in part])
+                    logits = model(torch.from_numpy(x).to(self.device)).float()   # 2D: [B, C]; 3D: [B*V, C]
+                    probs = torch.softmax(logits, dim=-1).reshape(bs, -1, self.num_classes).mean(1)
+                    out[part] = probs[:len(part)].cpu().double().numpy()
         self.timing.forward_s += time.perf_counter() - t0
         return out
 
@@ -321,8 +355,8 @@ class TeacherEnsemble:
             self.timing.wait_s += time.perf_counter() - t_wait
             self.timing.items += 1
             if loaded.error is not None:
-                if loaded.error.startswith("ConfigError"):
-                    raise ConfigError(loaded.error.split(": ", 1)[-1])  # a setup problem, not bad data
+                if loaded.error.startswith("ConfigError"):   # a setup problem, not bad data
+                    raise SetupAbort(ConfigError(loaded.error.split(": ", 1)[-1]))
                 results[pos] = loaded.error
             else:
                 batch.append((pos, loaded.payload))

@@ -32,7 +32,7 @@ import numpy as np
 from omnisource.errors import ConfigError
 from omnisource.web import features as F
 from omnisource.web.stage import Outcome, StageResult, run_stage
-from omnisource.web.teacher import TeacherEnsemble, View, topk_sparse
+from omnisource.web.teacher import SetupAbort, TeacherEnsemble, View, topk_sparse, unwrap_setup_errors
 
 log = logging.getLogger("omnisource.web.untrimmed")
 
@@ -174,7 +174,7 @@ def snippets_for(rec: Any, inds: list[int], probs: np.ndarray, s: UntrimmedSetti
     label = probs.argmax(1)
     q = rec.query_label if isinstance(rec.query_label, int) and not isinstance(rec.query_label, bool) else None
     if s.agree and q is None:
-        raise ConfigError("--agree needs integer query labels (pass --label-map)")
+        raise SetupAbort(ConfigError("--agree needs integer query labels (pass --label-map)"))
     positive = conf >= s.pos_threshold
     if s.agree:
         positive &= label == q
@@ -213,7 +213,7 @@ def windows_records(rec: Any, wins: list[tuple], probs: np.ndarray, s: Untrimmed
     label = probs.argmax(1)
     q = rec.query_label if isinstance(rec.query_label, int) and not isinstance(rec.query_label, bool) else None
     if s.agree and q is None:
-        raise ConfigError("--agree needs integer query labels (pass --label-map)")
+        raise SetupAbort(ConfigError("--agree needs integer query labels (pass --label-map)"))
     keep = conf >= s.pos_threshold
     if s.agree:
         keep &= label == q
@@ -239,7 +239,7 @@ def untrimmed_process_fn(ens: TeacherEnsemble, plan: UntrimmedPlan, batch: int):
         for rec, loaded in zip(chunk, ens.pool.imap(fn, chunk)):
             if loaded.error is not None:
                 if loaded.error.startswith("ConfigError"):
-                    raise ConfigError(loaded.error.split(": ", 1)[-1])
+                    raise SetupAbort(ConfigError(loaded.error.split(": ", 1)[-1]))
                 out.append(Outcome(None, "unreadable", {"error": loaded.error}))
                 continue
             d = loaded.payload
@@ -270,6 +270,7 @@ def untrimmed_stage(input_manifest: str | Path, output_dir: str | Path, ens: Tea
 
     config = {"ensemble": ens.describe(), "settings": asdict(settings), "data_root": data_root,
               "label_map": list(label_map) if label_map else None}
-    return run_stage(f"untrimmed-{settings.mode}", input_manifest, output_dir,
-                     untrimmed_process_fn(ens, plan, batch_size), config, chunk_size=chunk_size, strict=strict,
-                     reader=_reader(label_map), progress=progress, force=force)
+    with unwrap_setup_errors():
+        return run_stage(f"untrimmed-{settings.mode}", input_manifest, output_dir,
+                         untrimmed_process_fn(ens, plan, batch_size), config, chunk_size=chunk_size, strict=strict,
+                         reader=_reader(label_map), progress=progress, force=force)

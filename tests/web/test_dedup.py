@@ -101,9 +101,9 @@ def test_crop_similarity():
 def test_faiss_and_exact_search_give_the_same_pairs():
     pytest.importorskip("faiss")
     rng = np.random.default_rng(1)
-    targets = rng.standard_normal((3000, 48)).astype(np.float32)
-    planted = targets[rng.choice(3000, 60, replace=False)] + 0.4 * rng.standard_normal((60, 48)).astype(np.float32)
-    queries = np.concatenate([planted, rng.standard_normal((5000, 48)).astype(np.float32)])
+    targets = rng.standard_normal((1500, 48)).astype(np.float32)
+    planted = targets[rng.choice(1500, 60, replace=False)] + 0.4 * rng.standard_normal((60, 48)).astype(np.float32)
+    queries = np.concatenate([planted, rng.standard_normal((2000, 48)).astype(np.float32)])
     wh = fit_whitening(targets, dim=32)
     t, q = wh.apply(targets), wh.apply(queries)
     thr = 0.55
@@ -214,7 +214,7 @@ def test_cli_with_tiny_zoo_model(tmp_path):
     rc = main(["dedup", str(web), "--target", str(target), "--target-root", str(tmp_path / "t"),
                "--data-root", str(tmp_path), "--model", "tsn_r18_1x1x3_100e_kinetics400_rgb", "--weights", "none",
                "--set", "model.overrides.base_channels=8", "--threshold-frames", "3", "--num-crops", "3",
-               "--workers", "0", "--out", str(tmp_path / "out")])
+               "--workers", "0", "--batch-size", "8", "--out", str(tmp_path / "out")])
     assert rc == 0
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["counts"]["in"]["total"] == 4 and meta["data_root"] == str(tmp_path.resolve())

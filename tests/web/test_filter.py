@@ -101,7 +101,7 @@ def _read(p: Path) -> list[dict]:
 
 def test_planted_positives_kept_noise_dropped(tmp_path):
     man, rows = make_web(tmp_path)
-    with ensemble(tmp_path, workers=2) as ens:
+    with ensemble(tmp_path, workers=1) as ens:      # decoding in a spawned worker process
         scores = flt.score_stage(man, tmp_path / "out" / "scores", ens, progress=False)
     assert scores.meta["counts"]["dropped"]["by_reason"] == {"unreadable": 1}
     sel = flt.select_stage(scores.manifest, tmp_path / "out", flt.SelectRule(threshold=0.9), progress=False)
@@ -223,7 +223,21 @@ def test_resume_after_kill_is_byte_identical(tmp_path):
     assert res.meta["counts"] == ref.meta["counts"]
 
 
-SHARD_SCRIPT = COLOUR_TEACHER + textwrap.dedent('''
+TINY_CNN = textwrap.dedent('''
+    def tiny_cnn():
+        """A real (tiny, seeded) ResNet teacher: its scores depend on batch composition unless the
+        ensemble runs fixed-size batches, which is what this test checks."""
+        import torch
+        from omnisource.models import create_model
+
+        torch.manual_seed(0)
+        m = create_model("tsn_r18_1x1x3_100e_kinetics400_rgb", num_classes=3, base_channels=8).eval()
+        m.meta["input_size"] = 64
+        return m
+''')
+exec(TINY_CNN)
+
+SHARD_SCRIPT = COLOUR_TEACHER + TINY_CNN + textwrap.dedent('''
     import sys
     import torch.distributed as dist
     from omnisource.web import filter as flt
@@ -232,7 +246,7 @@ SHARD_SCRIPT = COLOUR_TEACHER + textwrap.dedent('''
     if __name__ == "__main__":
         man, out, root = sys.argv[1:4]
         dist.init_process_group("gloo")
-        ens = TeacherEnsemble([ColourTeacher()], [ModelSource("colour0", None)], data_root=root, batch_size=4)
+        ens = TeacherEnsemble([tiny_cnn()], [ModelSource("tiny", None)], data_root=root, batch_size=4)
         scores = flt.score_stage(man, out + "/scores", ens, chunk_size=2, progress=False)
         flt.select_stage(scores.manifest, out, flt.SelectRule(topk_per_class=1), chunk_size=2, progress=False)
         ens.close()
@@ -248,7 +262,7 @@ def _free_port() -> int:
 
 def test_two_gloo_ranks_equal_single_process(tmp_path):
     man, _ = make_web(tmp_path, n_pos=5, n_noise=4)
-    with ensemble(tmp_path) as ens:
+    with ensemble(tmp_path, models=[tiny_cnn()]) as ens:
         scores = flt.score_stage(man, tmp_path / "single" / "scores", ens, chunk_size=2, progress=False)
     flt.select_stage(scores.manifest, tmp_path / "single", flt.SelectRule(topk_per_class=1), chunk_size=2,
                      progress=False)
@@ -282,3 +296,63 @@ def test_real_media_from_shared_data(shared_data, tmp_path):
     assert c["in"]["total"] == 5 and c["out"]["total"] == 4 and c["dropped"]["by_reason"] == {"unreadable": 1}
     for r in _read(res.manifest):
         assert 1 / 3 - 1e-6 <= r["score"] <= 1 and r["label"] in (0, 1, 2)
+
+
+def test_cli_with_tiny_zoo_teacher(tmp_path, capsys):
+    from omnisource.cli import main
+
+    man, rows = make_web(tmp_path, n_pos=3, n_noise=2)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red\ngreen\nblue\n")
+    args = ["filter", str(man), "--data-root", str(tmp_path), "--out", str(tmp_path / "out"),
+            "--teacher", "tsn_r18_1x1x3_100e_kinetics400_rgb", "none",
+            "--teacher-set", "model.overrides.base_channels=8",
+            "--teacher-set", "model.num_classes=3", "--label-map", str(labels), "--workers", "0", "--batch-size", "4",
+            "--topk-per-class", "1", "--soft-labels", "topk", "--soft-topk", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "red" in out and "total" in out
+    kept = _read(tmp_path / "out" / "manifest.jsonl")
+    assert 1 <= len(kept) <= 3 and len({r["label"] for r in kept}) == len(kept)      # one per teacher class
+    assert all(len(r["meta"]["soft_label"]) == 2 for r in kept)
+    assert (tmp_path / "out" / "class_counts.png").is_file() and (tmp_path / "out" / "class_counts.csv").is_file()
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["data_root"] == str(tmp_path.resolve()) and meta["stage"] == "filter-select"
+    # bad input: one clear error line, exit status 2
+    assert main(args[:6] + ["--teacher", "no_such_model", "none", "--threshold", "0.5"]) == 2
+    assert "no_such_model" in capsys.readouterr().err
+    assert main(args[:-6] + ["--threshold", "0.5", "--label-map", str(tmp_path / "labels.txt"),
+                             "--teacher-set", "model.num_classes=5"]) == 2      # label map vs teacher classes
+
+
+def test_setup_errors_stop_the_run_instead_of_dropping_rows(tmp_path):
+    from omnisource.errors import ConfigError, InputError
+
+    man, _ = make_web(tmp_path, n_pos=2, n_noise=1, corrupt=False)
+    with ensemble(tmp_path, models=[ColourTeacher("3d")]) as ens, pytest.raises(ConfigError, match="2D teacher"):
+        flt.score_stage(man, tmp_path / "s3d", ens, progress=False)      # 3D teachers never score images
+    p = tmp_path / "named.jsonl"
+    p.write_text(json.dumps({"path": "x.jpg", "source": "s", "kind": "image", "query_label": "red", "label": 0,
+                             "score": 0.9}) + "\n")
+    with pytest.raises(InputError, match="--agree"):
+        flt.select_stage(p, tmp_path / "agree", flt.SelectRule(agree=True), progress=False)
+
+
+def test_teacher_from_yaml_config_and_checkpoint(tmp_path):
+    """(config, checkpoint) teachers load the user's weights: same scores as the saved model."""
+    from omnisource.models import create_model
+    from omnisource.web.teacher import build_model
+
+    torch.manual_seed(0)
+    model = create_model("tsn_r18_1x1x3_100e_kinetics400_rgb", num_classes=3, base_channels=8).eval()
+    ckpt = tmp_path / "teacher.pth"
+    torch.save({"state_dict": model.state_dict()}, ckpt)
+    cfg = REPO / "configs" / "tsn_r18_1x1x3_100e_kinetics400_rgb.yaml"
+    if not cfg.is_file():
+        pytest.skip("recipe not in this tree")
+    src = ModelSource(str(cfg), str(ckpt), ["model.overrides.base_channels=8", "model.num_classes=3"])
+    loaded = build_model(src)
+    assert src.checkpoint_sha1 and len(src.checkpoint_sha1) == 40
+    x = torch.randn(2, 1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(loaded(x), model(x), atol=1e-5)

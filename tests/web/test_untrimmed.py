@@ -147,3 +147,20 @@ def test_real_video_from_shared_data(shared_data, tmp_path):
     assert side["frames"] == 10                                # 10 s at 1 fps
     # threshold 0: every frame is positive, so no negatives are left to build snippets
     assert recs == [] and res.meta["counts"]["dropped"]["by_reason"] == {"too_few_negatives": 1}
+
+
+def test_cli_2d_with_tiny_zoo_teacher(data):
+    from omnisource.cli import main
+
+    root, man = data
+    rc = main(["untrimmed", str(man), "--mode", "2d", "--data-root", str(root), "--out", str(root / "cli"),
+               "--teacher", "tsn_r18_1x1x3_100e_kinetics400_rgb", "none", "--teacher-set",
+               "model.overrides.base_channels=8", "--teacher-set", "model.num_classes=3", "--pos-threshold", "0.0",
+               "--neg-threshold", "0.0", "--num-neg", "0", "--max-samples", "2", "--workers", "0", "--batch-size", "4"])
+    assert rc == 0
+    recs = _records(root / "cli" / "manifest.jsonl")
+    assert len(recs) == 2 and all(len(r["frame_inds"]) == 1 for r in recs)       # 1 positive + 0 negatives
+    meta = json.loads((root / "cli" / "meta.json").read_text())
+    assert meta["stage"] == "untrimmed-2d" and meta["counts"]["dropped"]["by_reason"] == {"unreadable": 1}
+    assert main(["untrimmed", str(man), "--mode", "2d", "--out", str(root / "x"), "--teacher",
+                 "tsn_r18_1x1x3_100e_kinetics400_rgb", "none", "--fps", "0"]) == 2

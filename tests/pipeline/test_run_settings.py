@@ -1,0 +1,77 @@
+"""Settings and input parsing of `omnisource run` (no training)."""
+from __future__ import annotations
+
+import pytest
+
+from omnisource.errors import ConfigError, InputError
+from omnisource.pipeline.config import load_run_settings
+from omnisource.pipeline.run import _read_web_list, run_pipeline
+
+
+def test_defaults_file_and_set_overrides(tmp_path):
+    f = tmp_path / "omnisource.yaml"
+    f.write_text("train:\n  epochs: 3\nsources:\n  web_videos: {batch_size: 2}\n")
+    s = load_run_settings(f, ["filter.agree=false", "presets.overrides.scale=64"])
+    assert s.train.epochs == 3 and s.train.batch_size == 16
+    assert s.sources.web_videos["batch_size"] == 2 and s.filter.agree is False
+    assert s.presets.overrides["scale"] == 64 and s.presets.overrides["clip_len"] == 8
+
+
+def test_unknown_keys_are_errors_with_a_suggestion(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("trian:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match="did you mean 'train'"):
+        load_run_settings(f)
+    with pytest.raises(ConfigError, match="epochs"):
+        load_run_settings(None, ["train.epohcs=2"])
+    with pytest.raises(ConfigError, match="unknown source"):
+        load_run_settings(None, ["sources.instagram={batch_size: 2}"])
+
+
+def test_web_list_accepts_ids_and_names_and_names_the_bad_line(tmp_path):
+    lst = tmp_path / "list.txt"
+    lst.write_text("a b.jpg 1\nc.jpg\tred_disc\n\n# comment\n")
+    assert _read_web_list(lst, ["x", "y"]) == [("a b.jpg", "y"), ("c.jpg", "red_disc")]
+    lst.write_text("ok.jpg 0\nbad.jpg 7\n")
+    with pytest.raises(InputError, match=r"list.txt:2"):
+        _read_web_list(lst, ["x", "y"])
+
+
+def test_missing_data_layout_is_a_clear_error(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(InputError, match="label_map.txt"):
+        run_pipeline(tmp_path / "w", tmp_path / "data", say=lambda m: None, progress=False)
+    with pytest.raises(InputError, match="not found"):
+        run_pipeline(tmp_path / "w", tmp_path / "nope", say=lambda m: None, progress=False)
+
+
+def test_stage_cache_resume_and_stale_partial_work(tmp_path):
+    from omnisource.pipeline.run import Pipeline, StageUnavailable
+
+    p = Pipeline(tmp_path, tmp_path, load_run_settings(), say=lambda m: None)
+
+    def interrupted(d):
+        (d / "partial.txt").write_text("half")
+        raise StageUnavailable("interrupted")
+
+    p.stage("s", {"a": 1}, interrupted)
+    assert p.stages["s"].status == "unavailable"
+
+    def resumes(d):                      # same settings: the partial work is still there
+        assert (d / "partial.txt").read_text() == "half"
+        return {"n": 1}
+
+    assert p.stage("s", {"a": 1}, resumes) == {"n": 1}
+    assert p.stage("s", {"a": 1}, lambda d: pytest.fail("must be cached")) == {"n": 1}
+    assert p.stages["s"].status == "cached"
+
+    p.stage("t", {"a": 1}, interrupted)
+
+    def fresh(d):                        # other settings: stale partial work is discarded
+        assert not (d / "partial.txt").exists()
+        return {"n": 2}
+
+    assert p.stage("t", {"a": 2}, fresh) == {"n": 2}
+    assert p.stage("s", {"a": 3}, fresh) == {"n": 2}      # a finished stage with new settings reruns
+    p.stage("u", {}, lambda d: {}, needs=("missing",))
+    assert p.stages["u"].status == "skipped"
