@@ -83,11 +83,17 @@ class Whitening:
         return int(self.proj.shape[1])
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        """Whiten and L2-normalise rows of raw features ``[N, D]`` -> ``[N, d]`` float32."""
-        x = l2_normalize(x)
-        if x.shape[1] != self.in_dim:
-            raise ValueError(f"features have {x.shape[1]} dims, the whitening was fitted on {self.in_dim}")
-        y = (x - self.mean.astype(np.float32)) @ self.proj.astype(np.float32)
+        """Whiten and L2-normalise rows of raw features ``[N, D]`` -> ``[N, d]`` float32.
+
+        Computed as ``(x @ P) / |x| - mean @ P`` (equal to ``(x/|x| - mean) @ P``): one pass
+        over the wide ``[N, D]`` input instead of three, which matters for millions of rows.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(f"features have {x.shape[-1]} dims, the whitening was fitted on {self.in_dim}")
+        proj = self.proj.astype(np.float32, copy=False)
+        norm = np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        y = (x @ proj) / norm - self.mean.astype(np.float32) @ proj
         return l2_normalize(y)
 
     def state_dict(self) -> dict[str, Any]:

@@ -126,18 +126,22 @@ def dist_worker(rank: int, world: int, port: int, work: str) -> None:
 def main(argv: list[str]) -> int:
     """``python engine_testkit.py WORK_DIR [resume] [--set k=v ...]``: train the toy model."""
     torch.set_num_threads(1)
-    from omnisource.engine.train import train
-
     work = argv[0]
     resume = "auto" if len(argv) > 1 and argv[1] == "resume" else None
-    sets = [a for a in argv[1:] if "=" in a]
+    run_toy(work, resume, [a for a in argv[1:] if "=" in a])
+    return 0
+
+
+def run_toy(work: str, resume: str | None, sets: list[str]) -> dict:
+    """The toy training run used by the resume test (in-process or as a subprocess)."""
+    from omnisource.engine.train import train
+
     cfg = tiny_config(sets)
     sleep = float(cfg.model.overrides.get("sleep", 0.0)) if cfg.model.overrides else 0.0
     torch.manual_seed(cfg.train.seed)  # the model is built here, outside train()
-    train(cfg, work, resume=resume, model=TinyRecognizer(),
-          train_data=ToyVideos(64, sleep=sleep), val_data=ToyVideos(32, test_mode=True, seed=1),
-          validate=True)
-    return 0
+    return train(cfg, work, resume=resume, model=TinyRecognizer(),
+                 train_data=ToyVideos(64, sleep=sleep), val_data=ToyVideos(32, test_mode=True, seed=1),
+                 validate=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from engine_testkit import ToyVideos, TinyRecognizer, tiny_config  # noqa: E402
+from engine_testkit import ToyVideos, TinyRecognizer, run_toy, tiny_config  # noqa: E402
 
 from omnisource.engine.train import NonFiniteLossError, train  # noqa: E402
 
@@ -62,7 +62,7 @@ def test_kill9_then_resume_equals_uninterrupted(tmp_path):
             "train.mixup.alpha=0.2", "train.mixup.cutmix_alpha=1.0"]
     env = dict(os.environ, OMNISOURCE_PROGRESS="0")
     full, killed = tmp_path / "full", tmp_path / "killed"
-    subprocess.run([sys.executable, str(KIT), str(full), *sets], check=True, env=env)
+    run_toy(str(full), None, sets)          # uninterrupted reference, in this process (1 thread)
     proc = subprocess.Popen([sys.executable, str(KIT), str(killed), *sets], env=env)
     latest = killed / "latest.pth"
     while not latest.exists() and proc.poll() is None:

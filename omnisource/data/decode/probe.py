@@ -152,7 +152,10 @@ def probe_many(paths: Iterable[str | Path], decode: bool = False, workers: int =
     out: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = pool.map(lambda p: probe(p, decode=decode, backend=backend), paths)
-        for rec in tqdm(results, total=len(paths), desc="probe", disable=not progress):
+        # no tqdm object at all when quiet: its monitor thread would outlive this call, and a
+        # live helper thread at fork time is what hangs forked DataLoader workers
+        bar = tqdm(results, total=len(paths), desc="probe") if progress else results
+        for rec in bar:
             out.append(rec)
     return out
 
