@@ -54,7 +54,6 @@ def load_scores(path: str | Path):
 
 
 def fuse(arrays, weights=None):
-    import numpy as np
 
     weights = list(weights or [1.0] * len(arrays))
     if len(weights) != len(arrays):

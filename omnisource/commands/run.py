@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from omnisource.pipeline.run import format_table, run_pipeline
+    from omnisource.pipeline.run import format_table, format_table2, run_pipeline
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # the web stages log their first drops one by one; in the recipe they are counted in each
@@ -65,6 +65,16 @@ def run(args: argparse.Namespace) -> int:
                            world_spec=world_spec, say=say, progress=args.progress)
     print()
     print(format_table(results))
+    if args.ablations:
+        print("\nTable 2 layout (top-1/top-5 %, measured):")
+        print(format_table2(results))
+    for src, info in results.get("filtering", {}).items():
+        unit = " positive clips from" if src == "untrimmed" else " of"
+        line = f"teacher filtering, {src}: kept {info['kept']}"
+        if info.get("crawl_size"):
+            line += (f"{unit} {info['crawl_size']} crawled ({100 * info['relevant_in_crawl']:.0f}% relevant);"
+                     f" pseudo-label precision {100 * (info['pseudo_label_precision'] or 0):.0f}%")
+        print(line)
     for key, label in (("omnisource_gain_top1", "OmniSource vs target only"),
                        ("unfiltered_gain_top1", "unfiltered web data vs target only")):
         if key in results:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import random
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -46,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from omnisource.data.annotations import (Sample, detect_format, load_annotations, read_label_map,
                                          resolve_path)
+from omnisource.data.workers import worker_init_fn
 from omnisource.errors import ConfigError, DataError, InputError
 
 logger = logging.getLogger("omnisource.data.datasets")
@@ -588,25 +588,6 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
 # ------------------------------------------------------------------------------------------
 # DataLoader helpers
 # ------------------------------------------------------------------------------------------
-def worker_init_fn(worker_id: int) -> None:
-    """Seed global RNGs of a DataLoader worker and keep it single-threaded.
-
-    Items do not depend on global RNG state (each has its own generator), but user transforms
-    might; and N workers x M intra-op threads oversubscribe the CPU.
-    """
-    info = torch.utils.data.get_worker_info()
-    seed = (info.seed if info is not None else worker_id) % (2 ** 32)
-    np.random.seed(seed)
-    random.seed(seed)
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except Exception:  # pragma: no cover - optional
-        pass
-
-
 def build_dataloader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = False,
                      seed: int = 0, multiprocessing_context: str | None = None, **kw: Any) -> DataLoader:
     """A DataLoader with deterministic shuffling and safe worker start.

@@ -46,6 +46,9 @@ _BORDERS = ("reflect", "replicate", "constant", "crop")
 def _cv2():
     import cv2
 
+    from omnisource.data.workers import configure_opencv
+
+    configure_opencv()
     return cv2
 
 

@@ -36,7 +36,10 @@ import cv2
 import numpy as np
 import torch
 
+from omnisource.data.workers import configure_opencv
 from omnisource.errors import ConfigError, DataError
+
+configure_opencv()  # before any cv2 work or fork: see omnisource.data.workers
 
 __all__ = [
     "Transform", "Resize", "RandomResizedCrop", "MultiScaleCrop", "RandomCrop", "CenterCrop",

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from omnisource.data.workers import worker_init_fn
 from omnisource.engine.distributed import ShardSampler
 
 
@@ -113,10 +114,6 @@ def collate(items: list[dict]) -> dict:
     return default_collate(items)
 
 
-def _seed_worker(worker_id: int) -> None:
-    np.random.seed(torch.initial_seed() % 2**32)
-
-
 class TrainLoader:
     """Single-source training loader implementing the trainer's loader protocol."""
 
@@ -128,7 +125,7 @@ class TrainLoader:
                                                 shuffle, drop_last)
         kw: dict[str, Any] = {}
         if num_workers > 0:
-            kw = dict(persistent_workers=True, worker_init_fn=_seed_worker, prefetch_factor=2)
+            kw = dict(persistent_workers=True, worker_init_fn=worker_init_fn, prefetch_factor=2)
         gen = torch.Generator()
         gen.manual_seed(seed + 1000 * rank)
         self.loader = DataLoader(SeededDataset(dataset), batch_sampler=self.batch_sampler,
@@ -153,6 +150,6 @@ def eval_loader(dataset: Dataset, batch_size: int, *, rank: int = 0, world: int 
     """Ordered loader over this rank's contiguous shard (gathered back in dataset order)."""
     kw: dict[str, Any] = {}
     if num_workers > 0:
-        kw = dict(worker_init_fn=_seed_worker)
+        kw = dict(worker_init_fn=worker_init_fn)
     return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), rank, world),
                       num_workers=num_workers, pin_memory=pin_memory, collate_fn=collate, **kw)

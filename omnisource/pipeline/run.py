@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from omnisource.errors import ConfigError, InputError, OmniSourceError
+from omnisource.errors import InputError, OmniSourceError
 from omnisource.pipeline import tiny_models  # noqa: F401  (registers the demo networks)
 from omnisource.pipeline.config import RunSettings, load_run_settings
 from omnisource.utils.io import atomic_write_json, atomic_write_text, sha1_json
@@ -671,6 +670,27 @@ def format_table(results: dict[str, Any]) -> str:
         t5 = "  n/a " if r["top5"] is None else f"{100 * r['top5']:5.1f}%"
         lines.append(f"{r['description']:<{w}}  {t1}  {t5}")
     return "\n".join(lines)
+
+
+def format_table2(results: dict[str, Any]) -> str:
+    """The paper's Table 2 layout: one column per training set, cells ``top-1/top-5`` (%)."""
+    rows = {r["run"]: r for r in results.get("table") or []}
+    cols = [("target", "teacher"), ("+web_images", "only-web_images"), ("+web_videos", "only-web_videos"),
+            ("+untrimmed", "only-untrimmed"), ("+all", "student"), ("+all unfiltered", "unfiltered")]
+    cols = [(h, k) for h, k in cols if k in rows]
+    if not cols:
+        return ""
+
+    def cell(r: dict) -> str:
+        t1 = "n/a" if r["top1"] is None else f"{100 * r['top1']:.1f}"
+        t5 = "n/a" if r["top5"] is None else f"{100 * r['top5']:.1f}"
+        return f"{t1}/{t5}"
+
+    cells = [cell(rows[k]) for _, k in cols]
+    widths = [max(len(h), len(c)) for (h, _), c in zip(cols, cells)]
+    head = "  ".join(h.ljust(w) for (h, _), w in zip(cols, widths))
+    body = "  ".join(c.ljust(w) for c, w in zip(cells, widths))
+    return f"{head}\n{body}"
 
 
 def results_html(results: dict[str, Any]) -> str:

@@ -95,20 +95,42 @@ def read_image_reduced(path: str | Path, min_side: int | None = None) -> np.ndar
 
     if min_side is None:
         return read_image(path)
-    # read_image bounds the *long* side; peek at the header (cheap: no pixel data) to turn the
-    # short-side need into that bound. A bad header falls through to read_image's own errors.
-    long_side = None
-    try:
-        from PIL import Image
+    fast = _read_jpeg_draft(path, int(min_side))
+    if fast is not None:
+        return fast
+    # not a JPEG, or something unusual about it: the shared reader (its errors name the reason)
+    return read_image(path)
 
+
+def _read_jpeg_draft(path: str | Path, min_side: int) -> np.ndarray | None:
+    """JPEG decoded by libjpeg at the smallest DCT scale (1/2, 1/4, 1/8) keeping the short side
+    >= ``min_side``, EXIF-oriented, RGB. None when the file is not a plain readable JPEG.
+
+    Measured on a 1600x1200 photo: 15 ms instead of 40 ms for a full decode; that is what keeps
+    decoding behind the teacher's forward pass.
+    """
+    from PIL import Image, ImageOps
+
+    try:
         with Image.open(path) as im:
+            if im.format != "JPEG":
+                return None
             w, h = im.size
-        if min(w, h) > 0:
-            long_side = int(np.ceil(min_side * max(w, h) / min(w, h)))
-    except Exception:  # noqa: BLE001 - read_image reports the real reason below
-        long_side = None
-    img = read_image(path, max_side=long_side) if long_side else read_image(path)
-    return img
+            short = min(w, h)
+            if short <= 0:
+                return None
+            if short > min_side:
+                im.draft("RGB", (int(np.ceil(w * min_side / short)), int(np.ceil(h * min_side / short))))
+            im.load()
+            try:
+                im = ImageOps.exif_transpose(im) or im
+            except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels are fine
+                pass
+            if im.mode != "RGB":
+                im = im.convert("RGB")
+            return np.asarray(im)
+    except Exception:  # noqa: BLE001 - truncated / bomb / odd files: read_image reports them
+        return None
 
 
 def open_reader(path: Path, kind: str, backend: str = "pyav") -> Any:

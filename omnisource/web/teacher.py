@@ -301,13 +301,14 @@ class TeacherEnsemble:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
-    def _forward(self, i: int, inputs: list[np.ndarray]) -> np.ndarray:
+    def _forward(self, i: int, inputs: list[np.ndarray], pad: bool = True) -> np.ndarray:
         """Mean softmax over views of each item, ``[len(inputs), C]``; inputs grouped by shape.
 
         Every forward pass has exactly ``batch_size`` items (the last one zero-padded): CPU
         kernels pick their algorithm by batch size, and a sample's scores then differ in the last
         bits depending on how many neighbours it had. With a fixed batch size they do not, so
-        sharded and single-process runs write identical bytes.
+        sharded and single-process runs write identical bytes. ``pad=False`` for callers whose
+        batches do not depend on chunking (untrimmed: one video's frames).
         """
         import torch
 
@@ -322,10 +323,10 @@ class TeacherEnsemble:
             for shape, ks in groups.items():
                 for b0 in range(0, len(ks), bs):
                     part = ks[b0:b0 + bs]
-                    x = np.zeros((bs,) + shape, dtype=np.float32)
+                    x = np.zeros(((bs if pad else len(part)),) + shape, dtype=np.float32)
                     x[:len(part)] = np.stack([inputs[k] for k in part])
                     logits = model(torch.from_numpy(x).to(self.device)).float()   # 2D: [B, C]; 3D: [B*V, C]
-                    probs = torch.softmax(logits, dim=-1).reshape(bs, -1, self.num_classes).mean(1)
+                    probs = torch.softmax(logits, dim=-1).reshape(len(x), -1, self.num_classes).mean(1)
                     out[part] = probs[:len(part)].cpu().double().numpy()
         self.timing.forward_s += time.perf_counter() - t0
         return out

@@ -164,7 +164,7 @@ def _probs(ens: TeacherEnsemble, crops: dict[int, np.ndarray], n_items: int, per
                 x = x.reshape((b1 - b0, k) + x.shape[1:])      # segments of one item
             else:
                 x = x.reshape((b1 - b0, -1) + x.shape[1:])     # views of one item
-            acc[b0:b1] += ens._forward(i, list(x))
+            acc[b0:b1] += ens._forward(i, list(x), pad=False)   # per-video batches: chunk-independent
     return (acc / len(ens.views)).astype(np.float32)
 
 

@@ -10,12 +10,6 @@ TSN = "tsn_r50_1x1x3_100e_kinetics400_rgb"
 SLOW = "slowonly_r50_4x16x1_256e_kinetics400_rgb"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _bns(module: torch.nn.Module) -> list[torch.nn.Module]:

@@ -21,12 +21,6 @@ SLOW = "slowonly_r50_4x16x1_256e_kinetics400_rgb"
 B = 8  # base_channels of the tiny test networks
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:

@@ -4,19 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
 
 from omnisource.cli import main
 from omnisource.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _run_json(capsys, *argv: str) -> dict:

@@ -19,13 +19,6 @@ REQUIRED = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run faster on one thread, above all on a shared, loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _tiny_input(model: torch.nn.Module, n: int = 2) -> torch.Tensor:

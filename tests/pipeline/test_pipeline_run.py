@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from omnisource.commands.run import REDUCED_SETS
-from omnisource.pipeline.run import format_table, run_pipeline
+from omnisource.pipeline.run import format_table, format_table2, run_pipeline
 from omnisource.pipeline.world import WorldSpec
 
 SPEC = WorldSpec.reduced()            # what `omnisource run --reduced` generates
@@ -55,6 +55,7 @@ def test_every_stage_runs_and_results_are_written(finished):
         info = on_disk["filtering"][src]
         assert 0 < info["kept"] < info["crawl_size"]
     assert "target only" in format_table(on_disk)
+    assert format_table2(on_disk).splitlines()[0].split()[:2] == ["target", "+all"]
 
 
 def test_rerun_reuses_every_finished_stage(finished):
@@ -80,6 +81,7 @@ def test_resume_after_kill_between_stages(finished, tmp_path):
     assert (copy / "results.json").is_file()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_within_a_stage(finished, tmp_path):
     """SIGKILL the CLI while a stage runs; the rerun reuses finished stages and completes."""
     src, _, _ = finished

@@ -1,7 +1,6 @@
 """The embedded synthetic world: layout, determinism, class design, web noise, untrimmed segments."""
 from __future__ import annotations
 
-import json
 
 import av
 import numpy as np

@@ -157,7 +157,7 @@ def test_errors_become_counted_drops_or_raise_when_strict(toy, tmp_path):
 
     def flaky(chunk):
         if any(r["i"] == 4 for r in chunk):
-            raise DataError(f"v4.mp4", "moov atom not found")
+            raise DataError("v4.mp4", "moov atom not found")
         return [Outcome(r) for r in chunk]
 
     res = run_stage("toy", inp, tmp_path / "out", flaky, {}, chunk_size=3, reader=mod.reader,

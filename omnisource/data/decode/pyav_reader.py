@@ -42,7 +42,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -145,10 +145,9 @@ class PyAVReader(VideoReader):
         self._it: Iterator | None = None
         self._next_dpos: int | None = None      # pts mode: decode position of the next packet
         self._ord_next = 0                       # ordinal mode: frames output so far
-        self._ord_buffer: list[Any] = []
-        # validate now so a broken path fails at open time with a clear reason
-        c = _open_container(self.path)
-        c.close()
+        # validate now so a broken path fails at open time with a clear reason; the container
+        # is kept for indexing (one FFmpeg open less per sample)
+        self._spare = _open_container(self.path)
 
     # -- container state ----------------------------------------------------------------
     def _fresh(self) -> None:
@@ -165,6 +164,9 @@ class PyAVReader(VideoReader):
         self._ord_next = 0
 
     def _close_container(self) -> None:
+        if getattr(self, "_spare", None) is not None:
+            self._spare.close()
+            self._spare = None
         if self._container is not None:
             try:
                 self._container.close()
@@ -185,7 +187,7 @@ class PyAVReader(VideoReader):
     def _build_index(self) -> _Index:
         if self._index is not None:
             return self._index
-        c = _open_container(self.path)
+        c, self._spare = (self._spare or _open_container(self.path)), None
         try:
             s = _first_video_stream(c)
             codec = s.codec_context.name
@@ -370,8 +372,9 @@ class PyAVReader(VideoReader):
                         out[pts_of[p]] = _frame_to_rgb(fr, rotation)
                         pending.discard(p)
                     # pending frames fed in this run that should have come out before p
-                    missed = [q for q in pending if q < p
-                              and run_start <= index.dpos[q] < self._next_dpos]
+                    lo = run_start if run_start is not None else 0
+                    hi = self._next_dpos if self._next_dpos is not None else -1
+                    missed = [q for q in pending if q < p and lo <= index.dpos[q] < hi]
                     for q in missed:
                         if self._errors == errors_at_start:
                             raise _Inconsistent(f"frame pts {q} was never output")
