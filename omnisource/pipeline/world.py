@@ -84,8 +84,8 @@ class WorldSpec:
     web_images_per_class: int = 40
     web_videos_per_class: int = 30
     untrimmed_per_class: int = 3
-    relevant: float = 0.4          # share of web results that show the queried class
-    mislabelled: float = 0.25      # share showing another class (the rest is irrelevant)
+    relevant: float = 0.3          # share of web results that show the queried class
+    mislabelled: float = 0.3       # share showing another class (the rest is irrelevant)
     size: int = 64                 # frame side (pixels)
     frames: int = 16               # frames of a trimmed clip
     untrimmed_frames: int = 64     # frames of an untrimmed video
