@@ -344,6 +344,9 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] | None 
         path = Path(path)
         source = str(path)
         data, text = _read_yaml(path)
+        # a resolved config written into a work dir carries the values derive() computed;
+        # they are recomputed for the run at hand, never taken as settings
+        data.pop("derived", None)
         base = data.pop("_base_", None)
         if base is not None:
             if not isinstance(base, str):
@@ -526,6 +529,7 @@ def save_resolved(cfg: Config, path: str | Path) -> None:
     from omnisource.utils.io import atomic_write_text
 
     data = cfg.to_dict() if isinstance(cfg, Config) else _plain(cfg)
+    data.pop("_source", None)  # bookkeeping; `derived` stays (load_config ignores it, derive() recomputes)
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from omnisource.data.workers import worker_init_fn
 from omnisource.errors import ConfigError
 
 log = logging.getLogger("omnisource.data.multisource")
@@ -375,21 +376,6 @@ class Source:
                               f"{len(self.dataset)} samples")  # type: ignore[arg-type]
 
 
-def _worker_init(worker_id: int) -> None:
-    """Reseed numpy from torch's per-worker seed and keep each worker single-threaded.
-
-    Several sources x several workers on few cores would oversubscribe the CPU otherwise.
-    """
-    np.random.seed(torch.initial_seed() % 2**32)
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except Exception:  # pragma: no cover - optional
-        pass
-
-
 def _keyed(dataset: Dataset) -> bool:
     """Whether items are addressed by ``(index, epoch)`` (omnisource ClipDataset protocol)."""
     inner = getattr(dataset, "dataset", dataset) if isinstance(dataset, SoftLabelDataset) else dataset
@@ -458,7 +444,7 @@ class MultiSourceLoader:
         extra: dict[str, Any] = {}
         if src.num_workers > 0:
             extra = dict(persistent_workers=True, prefetch_factor=src.prefetch_factor,
-                         worker_init_fn=_worker_init)
+                         worker_init_fn=worker_init_fn)
         return DataLoader(src.dataset, num_workers=src.num_workers, collate_fn=_collate,
                           generator=gen, pin_memory=src.pin_memory, **extra, **kw)
 

@@ -315,3 +315,8 @@ def c2d_r50_8x8x1_100e_kinetics400_rgb() -> PresetSpec:
         imagenet_pretrained=True, dropout=0.5, init_std=0.01,
     )
 
+
+# The demo world's tiny networks are zoo presets too (teachers build their scoring views from
+# model.meta), so `omnisource filter --teacher <run config>` finds them without importing the
+# pipeline first. Imported last: that module registers through this one.
+from omnisource.pipeline import tiny_models as _tiny_models  # noqa: E402,F401

@@ -125,3 +125,15 @@ def test_every_model_preset_has_a_recipe():
     zoo_models = {n for n in list_models() if zoo._REGISTRY[n].__module__ == zoo.__name__}
     assert zoo_models, "the zoo registers its presets"
     assert zoo_models <= {p.stem for p in RECIPES}
+
+
+def test_resolved_config_loads_back(tmp_path):
+    """The config written into a work dir is itself a valid recipe (same settings)."""
+    from omnisource.config import derive, load_config, save_resolved
+
+    cfg = load_config(RECIPES[0], overrides=["optim.lr=0.5", "train.seed=7"])
+    derive(cfg)
+    save_resolved(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again.optim.lr == 0.5 and again.train.seed == 7
+    assert again.model.name == cfg.model.name
