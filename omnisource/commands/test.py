@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import logging
 from pathlib import Path
 
@@ -81,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
                          world=info.world_size, num_workers=cfg.data.num_workers,
                          pin_memory=dev.type == "cuda")
     average = args.average_clips or cfg.test.average_clips
+    run_info: dict = {}
     scores, labels = run_inference(model, loader, len(dataset), device=dev, average=average,
                                    amp=cfg.train.amp if cfg.train.amp != "fp16" or dev.type == "cuda" else "none",
-                                   show_progress=info.is_main)
+                                   show_progress=info.is_main, info=run_info)
     metrics = compute_metrics(scores, labels, args.eval or cfg.test.metrics, cfg.test.topk)
     if info.is_main:
         skipped = dict(getattr(dataset, "skipped", {}) or {})
@@ -91,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{k}: {v:.4f}")
         if skipped:
             print(f"skipped unreadable samples: {json.dumps(skipped)}")
+        if run_info.get("replaced"):
+            print(f"WARNING: {run_info['replaced']} of {len(dataset)} test videos were unreadable and "
+                  "were replaced by other readable videos; the metrics above cover those substitutes "
+                  "(run with strict data loading to stop instead)", file=sys.stderr)
         if args.out:
             paths = [s.path for s in getattr(dataset, "samples", [])] or None
             write_results(args.out, scores, labels, metrics, paths)

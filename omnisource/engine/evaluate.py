@@ -44,14 +44,22 @@ def view_scores(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def run_inference(model: torch.nn.Module, loader: Iterable[dict], num_samples: int, *,
                   device: torch.device, average: str = "prob", amp: str = "none",
-                  desc: str = "test", show_progress: bool = True) -> tuple[np.ndarray, list]:
+                  desc: str = "test", show_progress: bool = True,
+                  info: dict | None = None) -> tuple[np.ndarray, list]:
     """Scores of every sample in dataset order (``[N, C]``, or ``[N, V, C]`` for ``'none'``)
     and their labels. Works on a rank's shard under torchrun; results are gathered on every rank.
+
+    An unreadable test video is replaced by the dataset with another readable one (counted in the
+    item's ``skipped`` field). Counting that here, from the items, is the only count that holds
+    with DataLoader workers and several ranks (each process's dataset counter sees only its own
+    share); pass ``info={}`` to receive ``info['replaced']``, the number of rows that stand in
+    for an unreadable video, so callers can say that the accuracy covers substitutes.
     """
     was_training = model.training
     model.eval()
     rows: list[np.ndarray] = []
     labels: list[Any] = []
+    replaced: list[bool] = []
     try:
         for batch in progress(loader, total=len(loader) if hasattr(loader, "__len__") else None,
                               desc=desc, enabled=show_progress):
@@ -60,6 +68,8 @@ def run_inference(model: torch.nn.Module, loader: Iterable[dict], num_samples: i
                 s = view_scores(model, x)
             s = average_clips(s.float(), average)
             rows.extend(s.cpu().numpy())
+            sk = batch.get("skipped")
+            replaced.extend(bool(sk[i]) if sk is not None else False for i in range(x.shape[0]))
             lab = batch.get("label")
             if lab is None:
                 labels.extend([None] * x.shape[0])
@@ -69,6 +79,8 @@ def run_inference(model: torch.nn.Module, loader: Iterable[dict], num_samples: i
         model.train(was_training)
     rows = gather_ordered(rows, num_samples)
     labels = gather_ordered(labels, num_samples)
+    if info is not None:
+        info["replaced"] = int(sum(gather_ordered(replaced, num_samples)))
     if not rows:
         return np.zeros((0, 0), dtype=np.float32), labels
     return np.stack(rows).astype(np.float32), labels

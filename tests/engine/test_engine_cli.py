@@ -145,3 +145,20 @@ def test_predict_demo_video_top5(tmp_path, capsys):
         assert m and int(m[1]) == k and names[int(m[3])] == m[2]
         values.append(float(m[4]))
     assert values == sorted(values, reverse=True)
+
+
+def test_test_command_reports_replaced_unreadable_videos(tiny_project, capsys):
+    """A broken test video is replaced by the dataset; the test command must say so, and the
+    count must survive DataLoader workers (each worker's dataset counter sees only its share)."""
+    root, cfg, ann = tiny_project
+    work = root / "work_broken"
+    assert main(["train", str(cfg), "--work-dir", str(work), "--set", "schedule.epochs=1"]) == 0
+    (root / "videos" / "broken.mp4").write_text("not a video")
+    broken_list = root / "list_broken.txt"
+    broken_list.write_text(ann.read_text() + "broken.mp4 1\n")
+    capsys.readouterr()
+    rc = main(["test", str(cfg), str(work / "latest.pth"), "--num-clips", "1", "--crops", "1",
+               "--set", f"data.test.ann_file={broken_list}", "--set", "data.num_workers=2"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "1 of 7 test videos were unreadable" in err
