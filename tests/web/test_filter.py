@@ -6,6 +6,7 @@ confident exactly on saturated red / green / blue pictures, so the expected outp
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -24,29 +25,12 @@ from omnisource.web.teacher import ModelSource, TeacherEnsemble
 
 REPO = Path(__file__).resolve().parents[2]
 
-COLOUR_TEACHER = textwrap.dedent('''
-    import torch
-    from torch import nn
+HERE = Path(__file__).resolve().parent
+_spec = importlib.util.spec_from_file_location("filter_teachers", HERE / "filter_teachers.py")
+_teachers = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_teachers)
+ColourTeacher, tiny_cnn = _teachers.ColourTeacher, _teachers.tiny_cnn
 
-    class ColourTeacher(nn.Module):
-        """class c = dominant RGB channel; confidence grows with saturation (recognizer API)."""
-
-        def __init__(self, layout="2d", scale=8.0):
-            super().__init__()
-            self.scale = scale
-            self.meta = {"layout": layout, "num_classes": 3, "input_size": 32, "clip_len": 2,
-                         "frame_interval": 1, "mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
-            self.num_classes = 3
-
-        def forward(self, x):
-            if self.meta["layout"] == "2d":          # [N, S, 3, H, W] -> [N, C]
-                m = x.mean(dim=(3, 4)).mean(1)
-            else:                                    # [N, V, 3, T, H, W] -> [N*V, C]
-                x = x.reshape((-1,) + x.shape[-4:])
-                m = x.mean(dim=(2, 3, 4))
-            return self.scale * (m - m.mean(1, keepdim=True)) * 3
-''')
-exec(COLOUR_TEACHER)  # defines ColourTeacher in this module (also shipped to subprocesses)
 
 
 def _img(path: Path, rgb, noise: bool = False, seed: int = 0) -> None:
@@ -223,22 +207,11 @@ def test_resume_after_kill_is_byte_identical(tmp_path):
     assert res.meta["counts"] == ref.meta["counts"]
 
 
-TINY_CNN = textwrap.dedent('''
-    def tiny_cnn():
-        """A real (tiny, seeded) ResNet teacher: its scores depend on batch composition unless the
-        ensemble runs fixed-size batches, which is what this test checks."""
-        import torch
-        from omnisource.models import create_model
 
-        torch.manual_seed(0)
-        m = create_model("tsn_r18_1x1x3_100e_kinetics400_rgb", num_classes=3, base_channels=8).eval()
-        m.meta["input_size"] = 64
-        return m
-''')
-exec(TINY_CNN)
 
-SHARD_SCRIPT = COLOUR_TEACHER + TINY_CNN + textwrap.dedent('''
+SHARD_SCRIPT = textwrap.dedent('''
     import sys
+    from filter_teachers import tiny_cnn
     import torch.distributed as dist
     from omnisource.web import filter as flt
     from omnisource.web.teacher import ModelSource, TeacherEnsemble
@@ -268,7 +241,7 @@ def test_two_gloo_ranks_equal_single_process(tmp_path):
                      progress=False)
     script = tmp_path / "shard.py"
     script.write_text(SHARD_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=str(REPO), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(HERE)]), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                MASTER_PORT=str(_free_port()), OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, str(script), str(man), str(tmp_path / "sharded"), str(tmp_path)],
                               env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
