@@ -115,6 +115,31 @@ def _make_layer(block: type[nn.Module], inplanes: int, planes: int, blocks: int,
     return nn.Sequential(*layers)
 
 
+
+def freeze_stages(net: nn.Module, frozen_stages: int) -> None:
+    """``requires_grad=False`` for the stem (``frozen_stages >= 0``) and ``layer1..layerK``.
+
+    Shared by the 2D and 3D ResNets: mmaction2 uses the same stage numbering for both."""
+    if frozen_stages >= 0:
+        for p in net.conv1.parameters():
+            p.requires_grad = False
+    for i in range(1, frozen_stages + 1):
+        for p in getattr(net, f"layer{i}").parameters():
+            p.requires_grad = False
+
+
+def eval_frozen_stages(net: nn.Module, frozen_stages: int, norm_eval: bool) -> None:
+    """Called from ``train()``: frozen stages (and, with ``norm_eval``, every BatchNorm) stay in
+    eval mode, so their running statistics never move."""
+    if frozen_stages >= 0:
+        net.conv1.eval()
+    for i in range(1, frozen_stages + 1):
+        getattr(net, f"layer{i}").eval()
+    if norm_eval:
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
 class ResNet(nn.Module):
     """2D ResNet returning the last stage's feature map ``[N, feat_dim, H/32, W/32]``.
 
@@ -170,12 +195,7 @@ class ResNet(nn.Module):
     # --- training-time behaviour -------------------------------------------------------------
     def _apply_freezing(self) -> None:
         """requires_grad=False for frozen stages; done once, and train() re-applies BN modes."""
-        if self.frozen_stages >= 0:
-            for p in self.conv1.parameters():
-                p.requires_grad = False
-        for i in range(1, self.frozen_stages + 1):
-            for p in getattr(self, f"layer{i}").parameters():
-                p.requires_grad = False
+        freeze_stages(self, self.frozen_stages)
         if self.partial_bn:
             for bn in self._bns()[1:]:
                 bn.weight.requires_grad = False
@@ -188,13 +208,7 @@ class ResNet(nn.Module):
         super().train(mode)
         if not mode:
             return self
-        if self.frozen_stages >= 0:
-            self.conv1.eval()
-        for i in range(1, self.frozen_stages + 1):
-            getattr(self, f"layer{i}").eval()
-        if self.norm_eval:
-            for bn in self._bns():
-                bn.eval()
+        eval_frozen_stages(self, self.frozen_stages, self.norm_eval)
         if self.partial_bn:
             for bn in self._bns()[1:]:
                 bn.eval()

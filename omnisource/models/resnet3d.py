@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from omnisource.models.resnet import ConvBN
+from omnisource.models.resnet import ConvBN, eval_frozen_stages, freeze_stages
 
 __all__ = ["Arch3D", "ARCHS_3D", "BasicBlock3d", "Bottleneck3d", "ResNet3d", "ARCH_SETTINGS_3D"]
 
@@ -212,23 +212,11 @@ class ResNet3d(nn.Module):
         return x
 
     def _apply_freezing(self) -> None:
-        if self.frozen_stages >= 0:
-            for p in self.conv1.parameters():
-                p.requires_grad = False
-        for i in range(1, self.frozen_stages + 1):
-            for p in getattr(self, f"layer{i}").parameters():
-                p.requires_grad = False
+        freeze_stages(self, self.frozen_stages)
 
     def train(self, mode: bool = True) -> "ResNet3d":
         super().train(mode)
         if not mode:
             return self
-        if self.frozen_stages >= 0:
-            self.conv1.eval()
-        for i in range(1, self.frozen_stages + 1):
-            getattr(self, f"layer{i}").eval()
-        if self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+        eval_frozen_stages(self, self.frozen_stages, self.norm_eval)
         return self
