@@ -5,18 +5,23 @@ Measures, over the real videos in ``../shared/data`` (or ``--videos``), for the 
 presets ``tsn_1x1x3_train``, ``tsn_1x1x8_train`` and ``slowonly_4x16x1_train``:
 
 * the split in one process: decode (open + index + sparse decode of the sampled frames)
-  vs augment (the preset: resize, crop, flip, normalise, format), in ms per clip;
+  vs augment (the preset: resize, crop, flip, normalise, format), in ms per clip, and the
+  CPU time per clip (all threads; the robust figure on a loaded machine);
 * end-to-end clips/s through ``omnisource.data.build_dataset`` + a DataLoader with 0, 1
   and 2 worker processes (steady state: timed from the first batch on);
-* with ``--compare-mmaction2``: the same pipelines from the mmaction2 1.2.0 configs run in
-  the reference venv (subprocess; omnisource never imports mmaction2), one process, on the
-  same videos and the same number of clips, with the same normalisation added, and the
-  speed-up.
+* with ``--compare-mmaction2``: the same pipelines from the mmaction2 1.2.0 configs, run in
+  the reference venv by one long-lived subprocess (omnisource never imports mmaction2), on
+  the same videos and clip counts, with the same normalisation added: one process with
+  decord and with PyAV, and through a torch DataLoader with the same worker counts (decord).
+  Ours and mmaction2's measurements alternate (``--rounds``, medians reported), so both see
+  the same machine load; a summary table with the ratios closes the output.
 
 Prints measured numbers only; nothing is asserted. The machine's load is printed too,
 because on a shared machine it dominates the absolute figures -- compare the ratios.
 
     python benchmarks/data_pipeline.py --clips 24 --compare-mmaction2
+    python benchmarks/data_pipeline.py --videos ../shared/data/mmaction2/tests/data/test.mp4 \\
+        --presets tsn_1x1x3_train --workers 0 2 --compare-mmaction2
 """
 from __future__ import annotations
 
@@ -47,19 +52,42 @@ MM_PIPELINES = {
 }
 
 MM_SCRIPT = r'''
-import json, sys, time
-import numpy as np
+# A long-lived mmaction2 worker: one JSON request per stdin line, one RESULT line per answer,
+# so the parent can interleave mmaction2 and omnisource measurements in the same time window
+# without paying mmaction2's import time for each.
+import gc, json, sys, time
+import cv2
 import torch
+# as mmaction2's own training does (env_cfg mp_cfg opencv_num_threads=0): OpenCV's thread
+# pool is not fork-safe, and DataLoader workers forked after a cv2 call can hang
+cv2.setNumThreads(0)
 from mmaction.utils import register_all_modules
 register_all_modules(init_default_scope=True)
 from mmengine.dataset import Compose
 
-cfg = json.loads(sys.argv[1])
-mean = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
-std = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
-out = {}
-for name, p in cfg["pipelines"].items():
-    init, dec = (("DecordInit", "DecordDecode") if cfg["backend"] == "decord"
+import os
+def proc_cpu(pid: int) -> float:
+    
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def loader_cpu(loader) -> float:
+    it = getattr(loader, "_iterator", None)
+    workers = getattr(it, "_workers", None) or []
+    return proc_cpu(os.getpid()) + sum(proc_cpu(w.pid) for w in workers)
+
+
+MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
+STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
+
+
+def pipelines(p, backend):
+    init, dec = (("DecordInit", "DecordDecode") if backend == "decord"
                  else ("PyAVInit", "PyAVDecode"))
     decode = Compose([dict(type=init), dict(type="SampleFrames", **p["sample"]), dict(type=dec)])
     crop = (dict(type="MultiScaleCrop", input_size=224, scales=(1, 0.875, 0.75, 0.66),
@@ -67,33 +95,110 @@ for name, p in cfg["pipelines"].items():
             else dict(type="RandomResizedCrop"))
     augment = Compose([dict(type="Resize", scale=(-1, 256)), crop,
                        dict(type="Resize", scale=(224, 224), keep_ratio=False),
-                       dict(type="Flip", flip_ratio=0.5), dict(type="FormatShape", input_format=p["fmt"]),
+                       dict(type="Flip", flip_ratio=0.5),
+                       dict(type="FormatShape", input_format=p["fmt"]),
                        dict(type="PackActionInputs")])
-    videos = cfg["videos"]
-    t_dec = t_aug = 0.0
+    return decode, augment
+
+
+def normalise(x, fmt):
+    x = x.float()
+    if fmt == "NCHW":
+        return (x - MEAN) / STD
+    return (x - MEAN.view(1, 3, 1, 1, 1)) / STD.view(1, 3, 1, 1, 1)
+
+
+class Clips(torch.utils.data.Dataset):
+    def __init__(self, videos, n, p, backend):
+        self.videos, self.n, self.p = videos, n, p
+        self.decode, self.augment = pipelines(p, backend)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        r = self.decode(dict(filename=self.videos[i % len(self.videos)], label=0,
+                             start_index=0, modality="RGB"))
+        return normalise(self.augment(r)["inputs"], self.p["fmt"])
+
+
+def split(req):
+    p = req["pipeline"]
+    decode, augment = pipelines(p, req["backend"])
+    videos = req["videos"]
+    t_dec = t_aug = c_dec = c_aug = 0.0
     failed = 0
-    for k in range(cfg["clips"] + 1):
-        t0 = time.perf_counter()
+    for k in range(req["clips"] + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             r = decode(dict(filename=videos[k % len(videos)], label=0, start_index=0, modality="RGB"))
         except Exception:  # e.g. PyAVInit reads 0 frames from MKV headers; counted, not timed
             failed += 1
             continue
-        t1 = time.perf_counter()
-        x = augment(r)["inputs"].float()
-        if p["fmt"] == "NCHW":
-            x = (x - mean) / std
-        else:
-            x = (x - mean.view(1, 3, 1, 1, 1)) / std.view(1, 3, 1, 1, 1)
-        t2 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
+        normalise(augment(r)["inputs"], p["fmt"])
+        t2, c2 = time.perf_counter(), time.process_time()
         if k:  # first clip warms up imports and caches
             t_dec += t1 - t0
             t_aug += t2 - t1
-    done = max(cfg["clips"] - failed, 1)
-    out[name] = dict(decode_ms=1000 * t_dec / done, augment_ms=1000 * t_aug / done,
-                     clips_per_s=done / (t_dec + t_aug), failed=failed)
-print("RESULT " + json.dumps(out))
+            c_dec += c1 - c0
+            c_aug += c2 - c1
+    done = max(req["clips"] - failed, 1)
+    return dict(decode_ms=1000 * t_dec / done, augment_ms=1000 * t_aug / done,
+                clips_per_s=done / (t_dec + t_aug), cpu_ms=1000 * (c_dec + c_aug) / done,
+                failed=failed)
+
+
+def loader(req):
+    w, bs, clips = req["workers"], req["batch_size"], req["clips"]
+    ds = Clips(req["videos"], clips + bs, req["pipeline"], req["backend"])
+    gc.collect()  # PyAV objects of earlier requests finalised in a forked worker hang it
+    dl = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=w, shuffle=True,
+                                     persistent_workers=w > 0)
+    seen, start = 0, None
+    while start is None or seen < clips:
+        for batch in dl:
+            if start is None:
+                start, cpu0 = time.perf_counter(), loader_cpu(dl)
+                continue
+            seen += batch.shape[0]
+            if seen >= clips:
+                break
+    dt = time.perf_counter() - start
+    cpu = loader_cpu(dl) - cpu0
+    del dl
+    return dict(clips_per_s=seen / dt, clips=seen, cpu_ms=1000 * cpu / seen)
+
+
+torch.set_num_threads(1)  # the normalisation added here is single-threaded, as omnisource's
+print("READY", flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    try:
+        res = split(req) if req["kind"] == "split" else loader(req)
+    except Exception as err:
+        res = dict(error=f"{type(err).__name__}: {err}")
+    print("RESULT " + json.dumps(res), flush=True)
 '''
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a live process, from /proc (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def loader_cpu(loader) -> float:
+    """CPU seconds of this process plus the DataLoader's live worker processes: on a shared
+    machine, clips per CPU-second is the load-independent figure (wall time there mostly
+    measures how many runnable threads a side has against the other users)."""
+    it = getattr(loader, "_iterator", None)
+    workers = getattr(it, "_workers", None) or []
+    return proc_cpu(os.getpid()) + sum(proc_cpu(w.pid) for w in workers)
 
 
 def load_text() -> str:
@@ -115,27 +220,28 @@ def find_videos(data: Path, min_frames: int) -> list[Path]:
 
 
 def measure_split(preset_name: str, videos: list[Path], clips: int, backend: str, seed: int) -> dict:
-    """One process, no DataLoader: time decode and augment separately."""
+    """One process, no DataLoader: time decode and augment separately (wall and CPU)."""
     from omnisource.data.decode import open_video
     from omnisource.data.presets import get_preset
 
     preset = get_preset(preset_name)
     rng = np.random.default_rng(seed)
-    t_dec = t_aug = 0.0
+    t_dec = t_aug = c_all = 0.0
     for k in range(clips + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with open_video(videos[k % len(videos)], backend=backend) as r:
             idx = preset.sample(len(r), rng)
             frames = r.get_frames(idx)
         t1 = time.perf_counter()
         x = preset(frames, rng)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         assert x.dtype.is_floating_point
         if k:  # the first clip pays imports / first-use costs
             t_dec += t1 - t0
             t_aug += t2 - t1
+            c_all += c2 - c0
     return dict(decode_ms=1000 * t_dec / clips, augment_ms=1000 * t_aug / clips,
-                clips_per_s=clips / (t_dec + t_aug))
+                clips_per_s=clips / (t_dec + t_aug), cpu_ms=1000 * c_all / clips)
 
 
 def measure_loader(preset_name: str, ann: Path, root: Path, workers: int, clips: int,
@@ -159,34 +265,61 @@ def measure_loader(preset_name: str, ann: Path, root: Path, workers: int, clips:
             for batch in loader:
                 n = batch["inputs"].shape[0]
                 if start is None:
-                    start = time.perf_counter()
+                    start, cpu0 = time.perf_counter(), loader_cpu(loader)
                     continue
                 seen += n
                 if seen >= clips:
                     break
             epoch += 1
+        dt = time.perf_counter() - start
+        cpu = loader_cpu(loader) - cpu0
     finally:
         del loader
         gc.collect()
-    dt = time.perf_counter() - start
-    return dict(clips_per_s=seen / dt, clips=seen, skipped=sum(getattr(ds, "skipped", {}).values()))
+    return dict(clips_per_s=seen / dt, clips=seen, cpu_ms=1000 * cpu / seen,
+                skipped=sum(getattr(ds, "skipped", {}).values()))
 
 
-def run_mmaction2(presets: list[str], videos: list[Path], clips: int, backend: str) -> dict | None:
-    if not MM_PYTHON.exists():
-        print(f"  mmaction2 reference venv not found at {MM_PYTHON}; skipping the comparison")
+class MMAction2:
+    """The mmaction2 1.2.0 reference venv as a long-lived subprocess (see ``MM_SCRIPT``);
+    omnisource never imports mmaction2."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        env.pop("PYTHONPATH", None)
+        self.proc = subprocess.Popen([str(MM_PYTHON), "-c", MM_SCRIPT], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env=env, cwd=tempfile.gettempdir())
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"mmaction2 reference did not start (exit {self.proc.poll()})")
+
+    def ask(self, **req) -> dict | None:
+        if self.proc.poll() is not None:
+            return None
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        for line in self.proc.stdout:
+            if line.startswith("RESULT "):
+                res = json.loads(line[len("RESULT "):])
+                if "error" in res:
+                    print(f"  mmaction2 failed: {res['error']}")
+                    return None
+                return res
         return None
-    cfg = dict(pipelines={p: MM_PIPELINES[p] for p in presets if p in MM_PIPELINES},
-               videos=[str(v) for v in videos], clips=clips, backend=backend)
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    env.pop("PYTHONPATH", None)
-    proc = subprocess.run([str(MM_PYTHON), "-c", MM_SCRIPT, json.dumps(cfg)], capture_output=True,
-                          text=True, env=env, cwd=tempfile.gettempdir())
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT "):])
-    print(f"  mmaction2 run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return None
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        except Exception:  # noqa: BLE001 - a hung reference must not outlive the benchmark
+            self.proc.kill()
+
+
+def median_of(runs: list[dict]) -> dict:
+    """Field-wise median of repeated measurements (keys of the first run)."""
+    return {k: float(np.median([r[k] for r in runs])) for k, v in runs[0].items()
+            if isinstance(v, (int, float))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", nargs="*", type=Path, help="use these videos instead")
     ap.add_argument("--presets", nargs="*", default=DEFAULT_PRESETS)
     ap.add_argument("--clips", type=int, default=24, help="clips timed per measurement")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="interleaved repetitions (ours, mmaction2, ours, ...); medians reported")
     ap.add_argument("--workers", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--backend", default="pyav", choices=["pyav", "decord"])
@@ -206,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-mmaction2", action="store_true",
                     help="also time mmaction2 1.2.0's pipelines in the reference venv")
     ap.add_argument("--mm-backend", nargs="*", default=["decord", "pyav"],
-                    help="mmaction2 decoders to compare with (default: decord pyav)")
+                    help="mmaction2 decoders to compare with in one process (default: decord pyav)")
+    ap.add_argument("--mm-loader-backend", default="decord",
+                    help="mmaction2 decoder for the DataLoader comparison ('none' to skip it)")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
 
@@ -215,38 +352,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no videos found under {args.data}")
         return 1
     root = Path(os.path.commonpath([str(v.parent) for v in videos]))
-    print(f"{len(videos)} video(s) under {root}; {args.clips} clips per measurement; {load_text()}")
-    results: dict = {"videos": [str(v) for v in videos], "load_before": load_text(), "ours": {}, "mmaction2": {}}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ann = Path(tmp) / "videos.txt"
-        ann.write_text("".join(f"{v.relative_to(root)} 0\n" for v in videos))
-        for name in args.presets:
-            split = measure_split(name, videos, args.clips, args.backend, args.seed)
-            res = {"split": split, "loader": {}}
-            print(f"\n{name} ({args.backend}):")
-            print(f"  one process, split: decode {split['decode_ms']:.1f} ms + augment "
-                  f"{split['augment_ms']:.1f} ms per clip = {split['clips_per_s']:.2f} clips/s "
-                  f"(decode {100 * split['decode_ms'] / (split['decode_ms'] + split['augment_ms']):.0f}%)")
-            if args.compare_mmaction2:  # right after ours: the machine's load drifts
-                for mb in args.mm_backend:
-                    mm = run_mmaction2([name], videos, args.clips, mb)
-                    if mm is None or name not in mm:
-                        continue
-                    m = mm[name]
-                    results["mmaction2"].setdefault(mb, {})[name] = m
-                    print(f"  mmaction2 1.2.0 ({mb}), one process: decode {m['decode_ms']:.1f} ms + "
-                          f"augment {m['augment_ms']:.1f} ms = {m['clips_per_s']:.2f} clips/s"
-                          + (f" ({m['failed']} clips failed)" if m.get("failed") else "")
-                          + f" -> omnisource {split['clips_per_s'] / m['clips_per_s']:.2f}x")
-            for w in args.workers:
-                r = measure_loader(name, ann, root, w, args.clips, args.backend, args.batch_size,
-                                   args.mp_context)
-                res["loader"][w] = r
-                print(f"  DataLoader, {w} worker(s), batch {args.batch_size}: {r['clips_per_s']:.2f} clips/s"
-                      + (f" ({r['skipped']} skipped)" if r["skipped"] else ""))
-            results["ours"][name] = res
-
+    print(f"{len(videos)} video(s) under {root}; {args.clips} clips per measurement, "
+          f"{args.rounds} interleaved round(s), medians; {load_text()}")
+    results: dict = {"videos": [str(v) for v in videos], "load_before": load_text(), "ours": {},
+                     "mmaction2": {}, "args": {k: str(v) for k, v in vars(args).items()}}
+    mm = None
+    if args.compare_mmaction2:
+        if MM_PYTHON.exists():
+            mm = MMAction2()
+        else:
+            print(f"  mmaction2 reference venv not found at {MM_PYTHON}; skipping the comparison")
+    table: list[tuple] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ann = Path(tmp) / "videos.txt"
+            # at least clips + 2 batches of samples per epoch, like the mmaction2 loader's
+            # dataset: with a handful of videos an epoch would otherwise be one batch and
+            # the loader would time epoch restarts, not the pipeline
+            reps = -(-(args.clips + 2 * args.batch_size) // len(videos))
+            ann.write_text("".join(f"{v.relative_to(root)} 0\n" for v in videos) * reps)
+            for name in args.presets:
+                run_one_preset(name, args, videos, ann, root, mm, results, table)
+    finally:
+        if mm is not None:
+            mm.close()
+    if table:
+        print("\nsummary (clips/s, medians; ratio = omnisource / mmaction2):")
+        print(f"  {'pipeline':24s} {'setting':22s} {'omnisource':>10s} {'mm decord':>10s} "
+              f"{'mm pyav':>9s} {'x decord':>9s} {'x pyav':>7s} {'x decord CPU':>13s}")
+        for row in table:
+            name, setting, ours, dec, pyav, cpu_x = row
+            fmt = lambda v: f"{v:.2f}" if v else "-"  # noqa: E731
+            rd = f"{ours / dec:.2f}" if dec else "-"
+            rp = f"{ours / pyav:.2f}" if pyav else "-"
+            print(f"  {name:24s} {setting:22s} {fmt(ours):>10s} {fmt(dec):>10s} {fmt(pyav):>9s} "
+                  f"{rd:>9s} {rp:>7s} {fmt(cpu_x):>13s}")
     results["load_after"] = load_text()
     print(f"\n{load_text()}")
     if args.json:
@@ -254,6 +394,74 @@ def main(argv: list[str] | None = None) -> int:
 
         atomic_write_json(args.json, results)
     return 0
+
+
+def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
+                   mm: MMAction2 | None, results: dict, table: list) -> None:
+    """Interleaved rounds for one pipeline: one process split, then each DataLoader setting."""
+    ours_runs: list[dict] = []
+    mm_runs: dict[str, list[dict]] = {b: [] for b in args.mm_backend}
+    pipe = MM_PIPELINES.get(name)
+    vids = [str(v) for v in videos]
+    for _ in range(args.rounds):
+        ours_runs.append(measure_split(name, videos, args.clips, args.backend, args.seed))
+        if mm is not None and pipe is not None:
+            for mb in args.mm_backend:
+                r = mm.ask(kind="split", pipeline=pipe, backend=mb, videos=vids, clips=args.clips)
+                if r is not None:
+                    mm_runs[mb].append(r)
+    split = median_of(ours_runs)
+    res = {"split": split, "split_runs": ours_runs, "loader": {}}
+    print(f"\n{name} ({args.backend}):")
+    print(f"  one process, split: decode {split['decode_ms']:.1f} ms + augment "
+          f"{split['augment_ms']:.1f} ms per clip = {split['clips_per_s']:.2f} clips/s "
+          f"(decode {100 * split['decode_ms'] / (split['decode_ms'] + split['augment_ms']):.0f}%; "
+          f"CPU {split['cpu_ms']:.1f} ms per clip)")
+    one, one_cpu = {}, {}
+    for mb, runs in mm_runs.items():
+        if not runs:
+            continue
+        m = median_of(runs)
+        one[mb] = m["clips_per_s"]
+        one_cpu[mb] = m["cpu_ms"] / split["cpu_ms"]
+        results["mmaction2"].setdefault(mb, {})[name] = {"split": m, "split_runs": runs}
+        print(f"  mmaction2 1.2.0 ({mb}), one process: decode {m['decode_ms']:.1f} ms + "
+              f"augment {m['augment_ms']:.1f} ms = {m['clips_per_s']:.2f} clips/s "
+              f"(CPU {m['cpu_ms']:.1f} ms per clip)"
+              + (f" ({int(m['failed'])} clips failed)" if m.get("failed") else "")
+              + f" -> omnisource {split['clips_per_s'] / m['clips_per_s']:.2f}x wall, "
+              f"{m['cpu_ms'] / split['cpu_ms']:.2f}x CPU")
+    table.append((name, "1 process (no loader)", split["clips_per_s"], one.get("decord"),
+                  one.get("pyav"), one_cpu.get("decord")))
+    mb = args.mm_loader_backend
+    for w in args.workers:
+        ours_w, mm_w = [], []
+        for _ in range(args.rounds):
+            ours_w.append(measure_loader(name, ann, root, w, args.clips, args.backend,
+                                         args.batch_size, args.mp_context))
+            if mm is not None and pipe is not None and mb != "none":
+                r = mm.ask(kind="loader", pipeline=pipe, backend=mb, videos=[str(v) for v in videos],
+                           clips=args.clips, workers=w, batch_size=args.batch_size)
+                if r is not None:
+                    mm_w.append(r)
+        r = median_of(ours_w)
+        res["loader"][w] = {**r, "runs": ours_w}
+        line = (f"  DataLoader, {w} worker(s), batch {args.batch_size}: {r['clips_per_s']:.2f} clips/s, "
+                f"CPU {r['cpu_ms']:.0f} ms/clip"
+                + (f" ({int(r['skipped'])} skipped)" if r.get("skipped") else ""))
+        m = median_of(mm_w) if mm_w else None
+        if m is not None:
+            results["mmaction2"].setdefault(f"loader_{mb}", {}).setdefault(name, {})[w] = m
+            line += (f"; mmaction2 ({mb}) {m['clips_per_s']:.2f} clips/s, CPU {m['cpu_ms']:.0f} "
+                     f"ms/clip -> {r['clips_per_s'] / m['clips_per_s']:.2f}x wall, "
+                     f"{m['cpu_ms'] / r['cpu_ms']:.2f}x CPU")
+        print(line)
+        dec = m is not None and mb == "decord"
+        table.append((name, f"DataLoader {w} worker(s)", r["clips_per_s"],
+                      m["clips_per_s"] if dec else None,
+                      m["clips_per_s"] if (m is not None and mb == "pyav") else None,
+                      m["cpu_ms"] / r["cpu_ms"] if dec else None))
+    results["ours"][name] = res
 
 
 if __name__ == "__main__":

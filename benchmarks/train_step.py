@@ -6,12 +6,18 @@ no grad) for
 * TSN-R50: 3 segments of 224x224 per sample, input ``[N, 3, 3, 224, 224]``;
 * SlowOnly-R50 4x16x1: one 4-frame 224x224 clip per sample, input ``[N, 1, 3, 4, 224, 224]``;
 
-in fp32 and/or bf16 autocast, with channels_last on/off (2D only: NHWC; 3D: NDHWC). Prints
-measured numbers only. ``--compare-mmaction2`` runs the same loop on mmaction2's own models in
-the reference venv (``~/.cache/mmaction2-ref``, a subprocess: omnisource never imports it).
+in fp32 and/or bf16 autocast, with channels_last on/off/``auto`` (``auto``: what the trainer's
+``train.channels_last: auto`` picks for that model on this device) and optionally
+``torch.compile`` (``--compile``; compile time is reported separately from the steady-state
+rate). Every measurement runs in its own subprocess, ours and mmaction2's alike
+(``--compare-mmaction2``: mmaction2's own models in the reference venv
+``~/.cache/mmaction2-ref``; omnisource never imports it). With ``--repeats R`` the variants are
+run round-robin R times (A, B, A, B, ...) and medians are printed, so background load hits
+both sides alike; the load average is printed with the numbers. Prints measured numbers only.
 
     python benchmarks/train_step.py                       # 2 threads, batch 2, fp32 + bf16
-    python benchmarks/train_step.py --amp none --channels-last both --compare-mmaction2
+    python benchmarks/train_step.py --amp none --channels-last auto --compare-mmaction2 --repeats 3
+    python benchmarks/train_step.py --amp none --models tsn --compile --modes train
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -31,39 +38,47 @@ MODELS = {
                  "slowonly/slowonly_r50_8xb16-4x16x1-256e_kinetics400-rgb.py"),
 }
 REF_VENV = Path(os.environ.get("MMACTION2_REF", Path.home() / ".cache" / "mmaction2-ref"))
+ROOT = Path(__file__).resolve().parents[1]
 
-# The timing loop, shared verbatim by both sides (run with exec in the mmaction2 subprocess).
+# The timing loop, shared verbatim by both sides (exec'd in each measuring subprocess). Each side
+# brings its own ``forward`` and ``make_optimizer``: SGD (momentum 0.9, weight decay 1e-4) as its
+# trainer builds it (mmengine: torch.optim.SGD with torch's defaults; ours: engine.optim).
+# ``compile`` wraps the model in torch.compile; the first (warm-up) steps then include the
+# compilation, which is timed and reported on its own.
 LOOP = textwrap.dedent('''
-    def bench(model, shape, batch, amp, channels_last, layout, iters, warmup, infer):
+    def bench(model, shape, batch, amp, channels_last, layout, iters, warmup, infer, compile=False):
         import contextlib, time, torch
         if channels_last:
             model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)
         x = torch.randn((batch,) + tuple(shape))
         y = torch.randint(0, 400, (batch,))
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if amp == "bf16" else contextlib.nullcontext
-        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+        opt = make_optimizer(model)
+        model.train(not infer)
+        net = torch.compile(model) if compile else model
         def step():
             if infer:
                 with torch.inference_mode(), ctx():
-                    forward(model, x)
+                    forward(net, x)
                 return
             with ctx():
-                out = forward(model, x)
+                out = forward(net, x)
             loss = torch.nn.functional.cross_entropy(out.float(), y.repeat_interleave(out.shape[0] // batch))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        model.train(not infer)
+        t0 = time.perf_counter()
         for _ in range(warmup):
             step()
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         for _ in range(iters):
             step()
-        return batch * iters / (time.perf_counter() - t0)
+        t2 = time.perf_counter()
+        return {"rate": batch * iters / (t2 - t1), "warmup_s": t1 - t0}
 ''')
 
 MMACTION2_SCRIPT = textwrap.dedent('''
-    import json, sys, torch
+    import json, os, sys, torch
     from mmengine.config import Config
     from mmaction.registry import MODELS
     from mmaction.utils import register_all_modules
@@ -73,14 +88,16 @@ MMACTION2_SCRIPT = textwrap.dedent('''
     exec(args["loop"])
     def forward(model, x):
         return model(x, mode="tensor", stage="head")
-    import os
+    def make_optimizer(model):
+        return torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-4)
     cfg = Config.fromfile(os.path.join(args["cfg_root"], args["config"]))
     cfg.model.backbone.pretrained = None
+    torch.manual_seed(0)
     model = MODELS.build(cfg.model)
     res = {}
-    for infer in (False, True):
-        res["infer" if infer else "train"] = bench(model, args["shape"], args["batch"], args["amp"],
-            args["channels_last"], args["layout"], args["iters"], args["warmup"], infer)
+    for mode in args["modes"]:
+        res[mode] = bench(model, args["shape"], args["batch"], args["amp"], args["channels_last"],
+                          args["layout"], args["iters"], args["warmup"], mode == "infer")
     print(json.dumps(res))
 ''')
 
@@ -89,75 +106,136 @@ def forward(model, x):
     return model(x)
 
 
-def run_ours(key: str, args, amp: str, cl: bool) -> dict[str, float]:
+def make_optimizer(model):
+    """The trainer's SGD (fused on CPU), same hyper-parameters as the mmaction2 side."""
+    from omnisource.config import load_config
+    from omnisource.engine.optim import build_optimizer
+
+    cfg = load_config(None, ["optim.momentum=0.9", "optim.weight_decay=0.0001"])
+    return build_optimizer(model, cfg.optim, 1e-4)
+
+
+def ours_worker(payload: dict) -> dict:
+    """Runs in a subprocess: our preset through the shared loop."""
     import torch
 
+    from omnisource.engine.train import use_channels_last
     from omnisource.models import create_model
 
-    exec(LOOP, globals())
-    name, shape, _ = MODELS[key]
+    torch.set_num_threads(payload["threads"])
+    exec(payload["loop"], globals())
     torch.manual_seed(0)
-    model = create_model(name)
-    layout = "2d" if key == "tsn" else "3d"
-    out = {}
-    for infer in (False, True):
-        out["infer" if infer else "train"] = bench(  # noqa: F821 (defined by exec(LOOP))
-            model, shape, args.batch, amp, cl, layout, args.iters, args.warmup, infer)
-    return out
+    model = create_model(payload["name"])
+    cl = payload["channels_last"]
+    if cl == "auto":
+        cl = use_channels_last(model, payload["layout"], torch.device("cpu"))
+    res: dict = {"channels_last": bool(cl)}
+    for mode in payload["modes"]:
+        res[mode] = bench(model, payload["shape"], payload["batch"], payload["amp"], cl,  # noqa: F821
+                          payload["layout"], payload["iters"], payload["warmup"], mode == "infer",
+                          payload["compile"])
+    return res
 
 
-def run_mmaction2(key: str, args, amp: str, cl: bool) -> dict[str, float] | None:
-    py = REF_VENV / "bin" / "python"
-    if not py.is_file():
-        print(f"  mmaction2 reference venv not found at {REF_VENV}; skipping comparison")
-        return None
-    cfg_root = next((REF_VENV / "lib").glob("python3*/site-packages/mmaction/.mim/configs/recognition"), None)
-    _, shape, config = MODELS[key]
-    payload = dict(threads=args.threads, loop=LOOP, cfg_root=str(cfg_root), config=config, shape=shape,
-                   batch=args.batch, amp=amp, channels_last=cl, layout="2d" if key == "tsn" else "3d",
-                   iters=args.iters, warmup=args.warmup)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    proc = subprocess.run([str(py), "-c", MMACTION2_SCRIPT, json.dumps(payload)], capture_output=True,
-                          text=True, env=env)
+def _run(cmd: list[str], payload: dict) -> dict | None:
+    env = dict(os.environ, OMP_NUM_THREADS=str(payload["threads"]))
+    proc = subprocess.run(cmd + [json.dumps(payload)], capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        print("  mmaction2 run failed:", proc.stderr.strip().splitlines()[-1:])
+        print("  run failed:", proc.stderr.strip().splitlines()[-3:], flush=True)
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(side: str, key: str, args, amp: str, cl, compile_: bool) -> dict | None:
+    name, shape, config = MODELS[key]
+    payload = dict(threads=args.threads, loop=LOOP, shape=shape, batch=args.batch, amp=amp,
+                   channels_last=cl, layout="2d" if key == "tsn" else "3d", iters=args.iters,
+                   warmup=args.warmup + (1 if compile_ else 0), modes=args.modes)
+    if side == "omnisource":
+        payload.update(name=name, compile=compile_)
+        return _run([sys.executable, str(Path(__file__).resolve()), "--worker"], payload)
+    py = REF_VENV / "bin" / "python"
+    cfg_root = next((REF_VENV / "lib").glob("python3*/site-packages/mmaction/.mim/configs/recognition"), None)
+    if not py.is_file() or cfg_root is None:
+        return None
+    payload.update(cfg_root=str(cfg_root), config=config, channels_last=bool(cl))
+    return _run([str(py), "-c", MMACTION2_SCRIPT], payload)
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     p.add_argument("--amp", nargs="+", choices=["none", "bf16"], default=["none", "bf16"])
-    p.add_argument("--channels-last", choices=["on", "off", "both"], default="both")
+    p.add_argument("--channels-last", choices=["on", "off", "both", "auto"], default="both",
+                   help="ours: NHWC/NDHWC on, off, both, or the trainer's auto rule; mmaction2 "
+                        "runs its default NCHW except with 'on' (and with 'both', both)")
+    p.add_argument("--compile", action="store_true", help="also measure ours under torch.compile")
+    p.add_argument("--modes", nargs="+", choices=["train", "infer"], default=["train", "infer"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="round-robin rounds; medians are printed")
     p.add_argument("--compare-mmaction2", action="store_true")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.worker:
+        print(json.dumps(ours_worker(json.loads(args.worker))))
+        return 0
 
     import torch
 
-    torch.set_num_threads(args.threads)
-    cls = {"on": [True], "off": [False], "both": [False, True]}[args.channels_last]
+    from omnisource.engine.hardware import cpu_bf16_support
+
+    native, what = cpu_bf16_support()
     print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
-          f"{args.iters} timed iterations after {args.warmup} warm-up")
-    print(f"{'model':10s} {'amp':5s} {'NHWC':5s} {'side':10s} {'train samples/s':>16s} {'infer clips/s':>14s}")
+          f"{args.iters} timed iterations after {args.warmup} warm-up, {args.repeats} round(s)")
+    print(f"bf16 hardware: {'yes' if native else 'NO'} ({what})")
+    if args.compare_mmaction2 and not (REF_VENV / "bin" / "python").is_file():
+        print(f"mmaction2 reference venv not found at {REF_VENV}; comparison skipped")
+        args.compare_mmaction2 = False
+    ours_cl = {"on": [True], "off": [False], "both": [False, True], "auto": ["auto"]}[args.channels_last]
+    ref_cl = {"on": [True], "off": [False], "both": [False, True], "auto": [False]}[args.channels_last]
     for key in args.models:
         for amp in args.amp:
-            for cl in cls:
-                rows = [("omnisource", run_ours(key, args, amp, cl))]
-                if args.compare_mmaction2:
-                    rows.append(("mmaction2", run_mmaction2(key, args, amp, cl)))
-                for side, r in rows:
-                    if r is None:
-                        continue
-                    print(f"{key:10s} {amp:5s} {str(cl):5s} {side:10s} {r['train']:16.3f} {r['infer']:14.3f}",
-                          flush=True)
-                if len(rows) == 2 and rows[1][1]:
-                    a, b = rows[0][1], rows[1][1]
-                    print(f"{'':33s} ratio {a['train'] / b['train']:10.2f}x {a['infer'] / b['infer']:13.2f}x")
+            variants = [("omnisource", cl, False) for cl in ours_cl]
+            variants += [("omnisource", cl, True) for cl in ours_cl] if args.compile else []
+            variants += [("mmaction2", cl, False) for cl in ref_cl] if args.compare_mmaction2 else []
+            runs: dict[tuple, list[dict]] = {v: [] for v in variants}
+            loads = [_load()]
+            for r in range(args.repeats):
+                for v in variants:
+                    res = measure(v[0], key, args, amp, v[1], v[2])
+                    if res is not None:
+                        runs[v].append(res)
+                loads.append(_load())
+            print(f"\n{key} amp={amp}  (load average before/after each round: {' | '.join(loads)})")
+            print(f"{'side':10s} {'NHWC':5s} {'compile':7s} {'train/s':>8s} {'infer/s':>8s}  per-round train/s")
+            med: dict[tuple, dict[str, float]] = {}
+            for v, rs in runs.items():
+                if not rs:
+                    continue
+                m = {mode: statistics.median(r[mode]["rate"] for r in rs) for mode in args.modes}
+                med[v] = m
+                cl = rs[0].get("channels_last", v[1])
+                extra = ""
+                if v[2]:
+                    extra = f"  compile+warm-up {statistics.median(r['train']['warmup_s'] for r in rs):.0f}s" \
+                        if "train" in args.modes else ""
+                rounds = " ".join(f"{r['train']['rate']:.3f}" for r in rs) if "train" in args.modes else ""
+                print(f"{v[0]:10s} {str(cl):5s} {str(v[2]):7s} "
+                      + " ".join(f"{m.get(k, float('nan')):8.3f}" for k in ("train", "infer"))
+                      + f"  {rounds}{extra}", flush=True)
+            base = med.get(("mmaction2", False, False))
+            if base:
+                for v, m in med.items():
+                    if v[0] == "omnisource":
+                        ratios = " ".join(f"{k} {m[k] / base[k]:.2f}x" for k in args.modes)
+                        print(f"  ours (NHWC={v[1]}, compile={v[2]}) vs mmaction2 default NCHW: {ratios}")
     return 0
 
 

@@ -480,12 +480,28 @@ class ManifestDataset(ClipDataset):
     kind = "manifest"
 
     def __init__(self, samples: Sequence[Sample], data_root: str | Path, preset: Any, *,
-                 inflate: Callable | None = None, clipname_tmpl: str = "part_{}.mp4", **kw: Any):
+                 inflate: Callable | None = None, clipname_tmpl: str = "part_{}.mp4",
+                 sparse_soft: Any = None, **kw: Any):
         from omnisource.data.sampling import UntrimmedClipSampler
 
         super().__init__(samples, data_root, preset, **kw)
         self.inflate = inflate or still_clip
         self.clip_sampler = UntrimmedClipSampler(strategy="positive", clipname_tmpl=clipname_tmpl)
+        # sparse top-k teacher labels (omnisource.data.soft_labels): every item's label becomes a
+        # float [num_classes] distribution (rows without one: one-hot of their hard label)
+        self.sparse_soft = sparse_soft if sparse_soft is not None and sparse_soft.count else None
+        if sparse_soft is not None and self.sparse_soft is None:
+            logger.warning("soft labels asked for, but no manifest row carries meta.soft_label: hard labels used")
+        if self.sparse_soft is not None:
+            if self.num_classes is None:
+                self.num_classes = self.sparse_soft.num_classes
+            self.soft_label = True
+
+    def get_item(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
+        item = super().get_item(i, rng)
+        if self.sparse_soft is not None and self.sparse_soft.has(i):
+            item["label"] = self.sparse_soft.dense(i)
+        return item
 
     def load_frames(self, s: Sample, rng: np.random.Generator) -> np.ndarray:
         from omnisource.data.decode import read_image
@@ -532,7 +548,7 @@ class ManifestDataset(ClipDataset):
 # ------------------------------------------------------------------------------------------
 _DATASET_OPTIONS = {"format", "label_map", "num_classes", "with_offset", "multi_label", "seed", "probe_cache",
                     "filename_tmpl", "start_index", "clipname_tmpl", "sampling_strategy", "max_tries",
-                    "decode_kwargs", "inflate"}
+                    "decode_kwargs", "inflate", "soft_labels"}
 
 
 def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test_mode: bool = False,
@@ -544,7 +560,8 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
     Dataset options: ``format``, ``label_map`` (file or names), ``num_classes``, ``with_offset``,
     ``multi_label``, ``seed``, ``probe_cache`` (``omnisource probe --out`` file), rawframe
     ``filename_tmpl`` / ``start_index``, untrimmed ``clipname_tmpl`` / ``sampling_strategy``,
-    ``max_tries``, ``decode_kwargs``, image ``inflate``.
+    ``max_tries``, ``decode_kwargs``, image ``inflate``, manifest ``soft_labels`` (train on the
+    sparse top-k ``meta.soft_label`` of filtered rows: see :mod:`omnisource.data.soft_labels`).
     """
     ds_kw = {k: overrides.pop(k) for k in list(overrides) if k in _DATASET_OPTIONS}
     if isinstance(preset, str):
@@ -579,6 +596,14 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
         cls, allowed = UntrimmedClipDataset, ("clipname_tmpl", "sampling_strategy")
     else:
         cls, allowed = ManifestDataset, ("inflate", "clipname_tmpl")
+    if ds_kw.pop("soft_labels", False):
+        if cls is not ManifestDataset:
+            raise ConfigError(f"soft labels (teacher top-k in meta.soft_label) come from manifests; "
+                              f"{fmt!r} annotation files carry none")
+        from omnisource.data.soft_labels import read_sparse_soft_labels
+
+        ds_kw["sparse_soft"] = read_sparse_soft_labels(ann_file, samples, num_classes, label_map)
+        allowed += ("sparse_soft",)
     extra = {k: ds_kw.pop(k) for k in allowed if k in ds_kw}
     if ds_kw:
         raise ConfigError(f"option(s) {', '.join(sorted(ds_kw))} do not apply to {fmt!r} annotation files")

@@ -582,7 +582,8 @@ SOURCE_EXTRA_KEYS: dict[str, str] = {
     "train_ratio": "alternate mode: batches of this source per aux round (target: rounds every N iters)",
     "step_mode": "joint | alternate (only on the first/target source; applies to the whole run)",
     "role": "'target' marks the target source (default: the first source)",
-    "pseudo_label": "soft | hard: keep teacher probabilities or use their argmax (default: as in the file)",
+    "pseudo_label": "soft | hard: train on teacher probabilities (dense labels, or the sparse top-k "
+                    "meta.soft_label of a filtered manifest) or on their argmax (default: as in the file)",
     "seed": "dataset seed (default: train.seed)",
 }
 _BASE_KEYS = {"name", "ann_file", "data_root", "preset", "format", "batch_size", "loss_weight",
@@ -653,6 +654,8 @@ def build_source(item: Mapping[str, Any], cfg: Any, *, seed: int, num_workers: i
 
         overrides["inflate"] = build_inflater(item["inflate"])
     overrides.setdefault("seed", int(item.get("seed", seed)))
+    if item.get("pseudo_label") == "soft":
+        overrides.setdefault("soft_labels", True)      # read meta.soft_label (omnisource.data.soft_labels)
     preset = item.get("preset") or cfg.data.train.preset
     if not preset:
         raise ConfigError(f"source {item['name']!r}: no preset (set sources[].preset or data.train.preset)")

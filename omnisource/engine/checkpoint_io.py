@@ -11,7 +11,13 @@ Layout (``state_dict`` is the key mmaction2 uses, so ``models.load_checkpoint`` 
     {"meta": {"format": "omnisource-train", "version": 1, "epoch", "iter_in_epoch",
               "global_iter", "config", "best", "torch", "time"},
      "state_dict": model weights, "optimizer", "scheduler", "scaler" (or None),
-     "rng": {"python", "numpy", "torch", "cuda"}}
+     "rng": {"python", "numpy", "torch", "cuda"},          # rank 0's (the single-process case)
+     "rng_ranks": [rng of rank 0, rng of rank 1, ...]}     # every rank's, gathered at save time
+
+Under DDP every rank draws its own dropout masks (and mixup / augmentation draws of datasets
+that use the global RNGs), so a bit-exact multi-rank resume needs each rank's own RNG streams:
+:func:`gather_rng_states` collects them on every rank (one small object all-gather) before rank 0
+writes the file, and :func:`rank_rng_state` picks the resuming rank's entry back out.
 """
 from __future__ import annotations
 
@@ -55,6 +61,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective: call it on all ranks).
+
+    Single process: a one-element list, no communication. The states are a few KiB per rank.
+    """
+    import torch.distributed as dist
+
+    mine = rng_state()
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [mine]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def rank_rng_state(ckpt: dict, rank: int, world_size: int) -> dict[str, Any] | None:
+    """The RNG state that ``rank`` of a ``world_size``-rank run saved, or None when the
+    checkpoint cannot provide it (written by an older version or with another world size)."""
+    states = ckpt.get("rng_ranks") or []
+    if len(states) == world_size:
+        return states[rank]
+    if world_size == 1 and ckpt.get("rng"):
+        return ckpt["rng"]
+    return None
+
+
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
@@ -69,9 +101,12 @@ def assert_finite(model: torch.nn.Module) -> bool:
 
 def save_training_checkpoint(path: str | Path, *, model: torch.nn.Module, optimizer, scheduler,
                              scaler, epoch: int, iter_in_epoch: int, global_iter: int,
-                             config: dict, best: dict | None = None, extra: dict | None = None) -> None:
+                             config: dict, best: dict | None = None, extra: dict | None = None,
+                             rng_ranks: list[dict[str, Any]] | None = None) -> None:
     """Atomically write a resumable checkpoint. ``epoch`` is the epoch in progress (0-based)
-    and ``iter_in_epoch`` the number of its batches already consumed."""
+    and ``iter_in_epoch`` the number of its batches already consumed. ``rng_ranks`` are every
+    rank's RNG states from :func:`gather_rng_states` (default: this process's only)."""
+    rng_ranks = list(rng_ranks) if rng_ranks else [rng_state()]
     m = _unwrap(model)
     ckpt = {
         "meta": {"format": FORMAT, "version": VERSION, "epoch": int(epoch),
@@ -82,7 +117,8 @@ def save_training_checkpoint(path: str | Path, *, model: torch.nn.Module, optimi
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        "rng": rng_state(),
+        "rng": rng_ranks[0],
+        "rng_ranks": rng_ranks,
         "extra": extra or {},
     }
     atomic_torch_save(ckpt, path)

@@ -49,10 +49,25 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool
 
 
 def build_optimizer(model: nn.Module, optim_cfg: Any, lr: float) -> torch.optim.SGD:
-    """SGD with momentum / Nesterov and weight decay from ``cfg.optim`` at learning rate ``lr``."""
+    """SGD with momentum / Nesterov and weight decay from ``cfg.optim`` at learning rate ``lr``.
+
+    On CPU the fused SGD kernel is used: torch's default there is a per-parameter Python loop
+    (its multi-tensor ``foreach`` path is GPU-only, and forced on CPU it was slower still), and
+    the fused kernel updated ResNet-50's 161 tensors about 3x faster on our CPU, a few percent
+    of a whole training step. It computes the same update (tests/engine/test_engine_optim.py).
+    On GPU torch's own default (foreach) is kept.
+    """
     groups = param_groups(model, optim_cfg["weight_decay"], optim_cfg["no_decay_norm_bias"])
+    kw: dict[str, Any] = {}
+    if _all_on_cpu(groups):
+        kw["fused"] = True
     return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg["momentum"],
-                           nesterov=optim_cfg["nesterov"])
+                           nesterov=optim_cfg["nesterov"], **kw)
+
+
+def _all_on_cpu(groups: list[dict]) -> bool:
+    params = [p for g in groups for p in g["params"]]
+    return bool(params) and all(p.device.type == "cpu" and p.is_floating_point() for p in params)
 
 
 def lr_factor(it: int, *, iters_per_epoch: int, epochs: int, policy: str = "step",

@@ -36,6 +36,7 @@ from omnisource.engine import checkpoint_io as ckio
 from omnisource.engine.distributed import (DistInfo, all_reduce_mean, average_buffers, barrier,
                                            init_distributed)
 from omnisource.engine.evaluate import autocast_context, compute_metrics, run_inference
+from omnisource.engine.hardware import cpu_bf16_support
 from omnisource.engine.loaders import TrainLoader, eval_loader
 from omnisource.engine.logging_utils import RunLogger, progress
 from omnisource.engine.optim import IterLRScheduler, build_optimizer
@@ -84,18 +85,41 @@ def model_num_classes(model: nn.Module, cfg: Config | None = None) -> int:
     return last[-1].out_features
 
 
-def use_channels_last(model: nn.Module, layout: str) -> bool:
+def use_channels_last(model: nn.Module, layout: str, device: torch.device | None = None) -> bool:
     """``train.channels_last: auto``: NHWC for 2D networks of real width.
 
-    oneDNN / cuDNN have fast NHWC convolutions for 2D nets (about 1.5x on ResNet blocks on our
-    CPU); 3D nets are left alone (channels_last_3d rarely helps on CPU). Tiny debug networks
-    (narrowest conv < 16 channels) gain nothing, and torch 2.13's CPU backward was seen to
-    corrupt the heap for a ResNet-18 with 4-channel stages in NHWC on one thread.
+    2D nets: oneDNN / cuDNN have fast NHWC convolutions (about 1.25x on a TSN-R50 training step
+    on our CPU, benchmarks/train_step.py). 3D nets stay NCDHW: on our CPU channels_last_3d
+    measured no faster for a SlowOnly-R50 training step (0.93x, interleaved, loaded machine)
+    and cuDNN's fp32 3D convolutions gain little from it; ``train.channels_last: true`` still
+    forces it (tests/models/test_memory_format.py checks it computes the same). Tiny debug
+    networks (narrowest conv < 16 channels) gain nothing, and torch 2.13's CPU backward was seen
+    to corrupt the heap for a ResNet-18 with 4-channel stages in NHWC on one thread.
+    ``device`` is accepted so the rule can differ per device type (it does not today).
     """
+    del device
     if layout != "2d":
         return False
     widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
     return bool(widths) and min(widths) >= 16
+
+
+def compile_for_training(net: nn.Module, dev: torch.device, source: Any = None) -> nn.Module:
+    """``train.compile: true``: wrap the training module in ``torch.compile`` (inductor).
+
+    Inductor fuses the BatchNorm statistics / ReLU / residual-add chains of a ResNet between the
+    oneDNN convolutions, forward and backward (measured about 1.3x on TSN-R50 on the project's
+    CPU, see benchmarks/train_step.py --compile). The first iterations pay the compilation
+    (minutes on 2 cores), so it is opt-in. Only training is compiled: validation runs the eager
+    module, which avoids a second (eval-mode) compilation. The module, its parameters and
+    buffers are shared, so checkpoints are unchanged.
+    """
+    from omnisource.engine.hardware import compile_toolchain_problem
+
+    problem = compile_toolchain_problem(dev)
+    if problem is not None:
+        raise ConfigError(f"train.compile: {problem} (or set train.compile: false)", file=source)
+    return torch.compile(net)
 
 
 def build_model(cfg: Config) -> nn.Module:
@@ -206,6 +230,10 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
     if tcfg.amp == "fp16" and dev.type != "cuda":
         raise ConfigError("train.amp: fp16 needs a CUDA device (use bf16 on CPU)",
                           file=cfg.get("_source"))
+    if tcfg.amp == "bf16" and dev.type == "cpu" and info.is_main:
+        native, what = cpu_bf16_support()
+        if not native:
+            log.warning("train.amp: bf16 will be slow here: %s", what)
     set_deterministic(tcfg.deterministic)
     seed_everything(tcfg.seed)  # same on every rank: identical initial weights
     if info.is_main:
@@ -224,16 +252,18 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
         elif info.is_main:  # torch's SyncBatchNorm needs CUDA tensors
             log.warning("dist.sync_bn ignored: SyncBatchNorm works on GPU only")
     model.to(dev)
-    channels_last = tcfg.channels_last if tcfg.channels_last != "auto" else use_channels_last(model, layout)
+    channels_last = (tcfg.channels_last if tcfg.channels_last != "auto"
+                     else use_channels_last(model, layout, dev))
     if channels_last:
-        # NHWC lets oneDNN / cuDNN pick their fast convolution paths for 2D nets; for 3D nets
-        # channels_last_3d rarely helps on CPU, so "auto" leaves them alone.
+        # NHWC / NDHWC lets oneDNN / cuDNN pick their fast convolution paths (see use_channels_last)
         model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)
     net: nn.Module = model
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(
             model, device_ids=[info.local_rank] if dev.type == "cuda" else None,
             find_unused_parameters=cfg.dist.find_unused_parameters)
+    if tcfg.compile:
+        net = compile_for_training(net, dev, cfg.get("_source"))
 
     # -- data ----------------------------------------------------------------------------------
     if train_data is None:
@@ -297,10 +327,19 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
         start_epoch, start_iter, global_iter = meta["epoch"], meta["iter_in_epoch"], meta["global_iter"]
         best = dict(meta.get("best") or {})
         skipped_nonfinite = int((ckpt.get("extra") or {}).get("skipped_nonfinite", 0))
-        ckio.set_rng_state(ckpt["rng"])
-        if info.world_size > 1:
-            # only rank 0's RNG state is stored: give the other ranks their own dropout stream
-            torch.manual_seed(tcfg.seed + info.rank + 7919 * global_iter)
+        own = ckio.rank_rng_state(ckpt, info.rank, info.world_size)
+        if own is not None:
+            ckio.set_rng_state(own)  # this rank's own streams: bit-exact multi-rank resume
+        else:
+            # older checkpoint or another world size: no state for this rank; keep ranks'
+            # dropout streams distinct, but the run will not repeat an uninterrupted one exactly
+            ckio.set_rng_state(ckpt["rng"])
+            if info.world_size > 1:
+                torch.manual_seed(tcfg.seed + info.rank + 7919 * global_iter)
+            if info.is_main:
+                log.warning("%s holds RNG states for %d rank(s), this run has %d: ranks re-seeded, "
+                            "so the resumed run will not repeat an uninterrupted one bit for bit",
+                            resume_path, len(ckpt.get("rng_ranks") or [ckpt["rng"]]), info.world_size)
         if info.is_main:
             log.info("resumed from %s at epoch %d iteration %d", resume_path, start_epoch, start_iter)
             logger.write({"mode": "resume", "path": str(resume_path), "epoch": start_epoch,
@@ -315,6 +354,8 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
     iters_done_here = 0
 
     def save(name: str, epoch: int, it: int) -> None:
+        # every rank reaches each save point together (same iteration / epoch / gathered metrics)
+        rng_ranks = ckio.gather_rng_states()
         if not info.is_main:
             return
         if not ckio.assert_finite(model):
@@ -323,7 +364,7 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
         ckio.save_training_checkpoint(
             work_dir / name, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
             epoch=epoch, iter_in_epoch=it, global_iter=global_iter, config=plain_cfg, best=best,
-            extra={"skipped_nonfinite": skipped_nonfinite})
+            extra={"skipped_nonfinite": skipped_nonfinite}, rng_ranks=rng_ranks)
 
     net.train()
     accum = tcfg.accum_steps
@@ -419,7 +460,7 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
         average_buffers(model)
         done = epoch + 1
         if val_loader is not None and (done % tcfg.val_interval == 0 or done == cfg.schedule.epochs):
-            scores, labels = run_inference(net if not info.enabled else model, val_loader,
+            scores, labels = run_inference(model, val_loader,  # eager (not DDP, not compiled)
                                            len(val_loader.dataset), device=dev,
                                            average=cfg.test.average_clips, amp=tcfg.amp,
                                            desc="val", show_progress=info.is_main)

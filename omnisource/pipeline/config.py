@@ -60,16 +60,23 @@ RUN_DEFAULTS: dict[str, Any] = {
         "top_fraction_per_class": 0.5,  # keep the most confident share of each query class
         "agree": True,            # teacher argmax must equal the query class
         "soft_labels": "none",    # none | dense: teacher probabilities as soft targets
+                                  # (sources.<name>.soft_labels overrides it per source)
     },
     # auxiliary sources of the student (absent lists are skipped). loss_weight None = batch
     # size / target batch size: the per-source mean losses then add up to the sum over all
     # samples of Eq. 1 (divided by the target batch), so a source weighs what its share of the
     # batch is -- weight 1.0 per source would let three small web batches outweigh the target.
+    # Batch sizes follow what each source can teach a video model: filtered web videos are the
+    # largest and carry motion; the few kept images (no motion) and untrimmed clips would be
+    # repeated dozens of times per run at a larger batch and get small ones (equal batches of
+    # 4 made the demo student's margin over the baseline swing widely from seed to seed).
     "sources": {
-        "web_images": {"batch_size": 4, "loss_weight": None, "resample": {"power": 0.2},
-                       "inflate": "still"},
-        "web_videos": {"batch_size": 4, "loss_weight": None, "resample": {"power": 0.2}},
-        "untrimmed": {"batch_size": 4, "loss_weight": None, "resample": None},
+        # a still image shows appearance, not motion: the 2D teacher's probabilities (split
+        # between classes that look alike) are its honest label, so images get soft labels
+        "web_images": {"batch_size": 2, "loss_weight": None, "resample": {"power": 0.2},
+                       "inflate": "still", "soft_labels": "dense"},
+        "web_videos": {"batch_size": 8, "loss_weight": None, "resample": {"power": 0.2}},
+        "untrimmed": {"batch_size": 2, "loss_weight": None, "resample": {"power": 0.2}},
     },
     "untrimmed": {                # untrimmed -> clips (3D) / snippets (2D), paper section 3.5
         "window": 2.0,            # seconds per scored window (paper: 10 s on Kinetics)
@@ -105,6 +112,17 @@ OPEN = {"world", "model.overrides", "image_teacher.overrides", "image_teacher.pr
         "presets.overrides", "sources"}
 
 
+def _deep_merge(old: Any, new: Any, depth: int) -> Any:
+    """``new`` over ``old``, key by key for ``depth`` levels; below that values are replaced
+    (a source's ``resample: {clip: 5}`` replaces its power law, it does not add to it)."""
+    if depth > 0 and isinstance(old, dict) and isinstance(new, Mapping):
+        out = dict(old)
+        for k, v in new.items():
+            out[k] = _deep_merge(old.get(k), v, depth - 1)
+        return out
+    return copy.deepcopy(new)
+
+
 def _merge(base: dict, new: Mapping, file: str, prefix: str = "") -> None:
     for key, value in new.items():
         dotted = f"{prefix}{key}"
@@ -113,10 +131,11 @@ def _merge(base: dict, new: Mapping, file: str, prefix: str = "") -> None:
             hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
             raise ConfigError(f"unknown key {dotted!r}{hint}", file=file)
         if dotted in OPEN or prefix.rstrip(".") in OPEN:
-            if isinstance(base.get(key), dict) and isinstance(value, Mapping):
-                base[key] = {**base[key], **value}
-            else:
-                base[key] = value
+            # open sections take any key, and merge deeply: `--set sources.web_images.batch_size=2`
+            # changes that one value and keeps the source's other settings
+            section = dotted if dotted in OPEN else prefix.rstrip(".")
+            levels = (2 if section == "sources" else 1) - (section != dotted)
+            base[key] = _deep_merge(base.get(key), value, levels)
         elif isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{dotted!r} must be a mapping", file=file)
@@ -155,7 +174,13 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
         _merge(cfg, node, "--set")
     if cfg["train"]["step_mode"] not in ("joint", "alternate"):
         raise ConfigError("train.step_mode must be 'joint' or 'alternate'")
-    for name in cfg["sources"]:
+    if cfg["filter"]["soft_labels"] not in ("none", "dense"):
+        raise ConfigError("filter.soft_labels must be 'none' or 'dense'")
+    for name, sc in cfg["sources"].items():
         if name not in ("web_images", "web_videos", "untrimmed"):
             raise ConfigError(f"sources.{name}: unknown source (web_images, web_videos, untrimmed)")
+        soft = (sc or {}).get("soft_labels")
+        if soft is not None and (soft not in ("none", "dense") or name == "untrimmed"):
+            raise ConfigError(f"sources.{name}.soft_labels must be 'none' or 'dense' "
+                              "(web_images / web_videos only)")
     return RunSettings(cfg)

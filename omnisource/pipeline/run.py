@@ -208,10 +208,12 @@ class Pipeline:
                            lambda d: self._untrimmed(d, web_in), needs=(web_in, "teacher"))
                 continue
             self.stage(f"score-{src}", {"in": web_in, "base": base_ident, "src": src,
-                                        "image_teacher": dict(self.s.image_teacher)},
+                                        "image_teacher": dict(self.s.image_teacher),
+                                        "keep_probs": self._soft_labels(src) == "dense"},
                        lambda d, src=src, web_in=web_in, teacher=teacher: self._score(d, src, web_in, teacher),
                        needs=(web_in, teacher))
-            self.stage(f"select-{src}", {"filter": dict(self.s.filter), "src": src},
+            self.stage(f"select-{src}", {"filter": dict(self.s.filter), "src": src,
+                                         "soft_labels": self._soft_labels(src)},
                        lambda d, src=src: self._select(d, src), needs=(f"score-{src}",))
         # training runs on auxiliary data
         filtered = {s: self._filtered_manifest(s) for s in sources_present}
@@ -419,17 +421,22 @@ class Pipeline:
         inp = self.stages[web_in].result
         ens = self._ensemble(teacher, inp["data_root"])
         res = score_stage(inp["manifest"], sdir / "out", ens, topk=5,
-                          keep_probs=self.s.filter.soft_labels == "dense",
+                          keep_probs=self._soft_labels(src) == "dense",
                           label_map=self.class_names(), progress=self.progress)
         return {"manifest": str(res.manifest), "data_root": inp["data_root"],
                 "counts": res.meta.get("counts", {})}
+
+    def _soft_labels(self, src: str) -> str:
+        """Pseudo-label kind of a source: ``sources.<src>.soft_labels``, else ``filter.soft_labels``."""
+        sc = dict(self.s.sources.get(src) or {})
+        return str(sc.get("soft_labels") or self.s.filter.soft_labels)
 
     def _select(self, sdir: Path, src: str) -> dict[str, Any]:
         from omnisource.web.filter import SelectRule, select_stage
 
         f = self.s.filter
         rule = SelectRule(threshold=f.threshold, top_fraction_per_class=f.top_fraction_per_class,
-                          rank_group="query", agree=bool(f.agree), soft_labels=f.soft_labels)
+                          rank_group="query", agree=bool(f.agree), soft_labels=self._soft_labels(src))
         sc = self.stages[f"score-{src}"].result
         res = select_stage(sc["manifest"], sdir / "out", rule, progress=self.progress)
         return {"manifest": str(res.manifest), "data_root": sc["data_root"],
@@ -613,7 +620,11 @@ def _count_records(path: Path) -> int:
 def _hard_label(rec: Any) -> int | None:
     lab = rec.label
     if isinstance(lab, list):
-        return int(lab[0]) if lab else None
+        if not lab:
+            return None
+        if any(isinstance(v, float) for v in lab):     # a soft label: its argmax
+            return int(max(range(len(lab)), key=lambda i: lab[i]))
+        return int(lab[0])
     return None if lab is None else int(lab)
 
 

@@ -80,10 +80,10 @@ class WorldSpec:
     num_classes: int = 8
     motion_pairs: int = 3          # appearances shared by two classes moving in opposite ways
     train_per_class: int = 12
-    val_per_class: int = 10
-    web_images_per_class: int = 40
-    web_videos_per_class: int = 30
-    untrimmed_per_class: int = 3
+    val_per_class: int = 30
+    web_images_per_class: int = 60
+    web_videos_per_class: int = 100
+    untrimmed_per_class: int = 6
     relevant: float = 0.3          # share of web results that show the queried class
     mislabelled: float = 0.3       # share showing another class (the rest is irrelevant)
     size: int = 64                 # frame side (pixels)

@@ -5,9 +5,11 @@ samples, so that the reported accuracy stays fair:
 
 1. frame-level features from an image backbone (any 2D model of ours with user weights, e.g.
    an ImageNet ResNet-50);
-2. PCA-whitening fitted on the *target* features, then cosine similarity;
-3. threshold = mean similarity between different crops of the same target frame (a web copy
-   of a target frame is at least as similar as two crops of it); overridable;
+2. PCA-whitening fitted on the *target* features, keeping the leading ``pca_dim`` directions
+   (default 256; ``full``: all), then cosine similarity in that space;
+3. threshold = mean similarity between different crops of the same target frame, measured in
+   the same whitened (projected) space (a web copy of a target frame is at least as similar as
+   two crops of it); overridable;
 4. a web sample is a suspected duplicate when any of its frames passes the threshold against
    any frame of a target sample (videos: a few frames each, max over frame pairs).
 
@@ -43,7 +45,7 @@ from omnisource.utils.io import atomic_open, sha1_json
 from omnisource.web import features as F
 from omnisource.web.similarity import (CovarianceAccumulator, SimilarityIndex, Whitening, aggregate_pairs,
                                        crop_similarity, fit_whitening, l2_normalize)
-from omnisource.web.stage import Outcome, StageResult, dist_info, run_stage
+from omnisource.web.stage import Outcome, StageResult, dist_info, progress_bar, run_stage
 
 log = logging.getLogger("omnisource.web.dedup")
 
@@ -55,7 +57,10 @@ class DedupSettings:
     """Everything that changes the result (hashed into the stages' identity)."""
 
     frames_per_video: int = 3          # frames per target / web video (max over frame pairs)
-    pca_dim: int | None = 256          # whitened dimensions kept (None: all non-degenerate)
+    # leading whitened dimensions kept (None or "full": all non-degenerate). 256 by default: the
+    # projection of every web feature (2048 -> d) and the search cost ~d, and PCA-whitening with
+    # dimensionality reduction retrieves near-duplicates better, not worse (Jegou & Chum, ECCV 2012)
+    pca_dim: int | str | None = 256
     threshold: float | None = None     # None: mean same-frame crop similarity of target frames
     threshold_frames: int = 200        # target frames used to calibrate the threshold
     num_crops: int = 5                 # random crops per calibration frame
@@ -69,8 +74,10 @@ class DedupSettings:
     def validate(self) -> "DedupSettings":
         if self.frames_per_video < 1:
             raise ConfigError(f"frames per video must be >= 1, got {self.frames_per_video}")
-        if self.pca_dim is not None and self.pca_dim < 1:
-            raise ConfigError(f"pca dim must be >= 1, got {self.pca_dim}")
+        if self.pca_dim == "full":
+            self.pca_dim = None
+        if self.pca_dim is not None and (isinstance(self.pca_dim, (str, bool)) or int(self.pca_dim) < 1):
+            raise ConfigError(f"pca dim must be >= 1 or 'full', got {self.pca_dim!r}")
         if self.threshold is not None and not -1.0 <= self.threshold <= 1.0:
             raise ConfigError(f"a cosine threshold lies in [-1, 1], got {self.threshold}")
         if self.num_crops < 2:
@@ -284,26 +291,45 @@ def calibration_records(side_files: Sequence[Path], n: int) -> list[tuple[int, d
 
 def crop_threshold(model: Any, records: Sequence[dict[str, Any]], data_roots: Sequence[str | None],
                    whitening: Whitening, settings: DedupSettings, batch_size: int = 64, device: str = "cpu",
-                   backend: str = "pyav") -> tuple[float, dict[str, Any]]:
-    """Mean cosine similarity (after whitening) between random crops of the same target frame."""
+                   backend: str = "pyav", progress: bool | None = None) -> tuple[float, dict[str, Any]]:
+    """Mean cosine similarity (after whitening) between random crops of the same target frame.
+
+    Decodes one frame per record and runs the backbone on its crops batch by batch (not all at
+    the end), so the progress bar moves with the actual work: with the default 200 frames x 5
+    crops this is a ResNet-50 pass over 1000 crops, minutes on a CPU.
+    """
     mean, std, size = F.model_norm(model)
     short = int(round(size * 256 / 224))
-    crops = []
+    feats: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
     used = 0
-    for i, (rec, root) in enumerate(zip(records, data_roots)):
-        try:
-            frame = F.load_record_frames(rec, root, 1, min_side=short, backend=backend)[0]
-        except (DataError, InputError, OSError, ValueError, RuntimeError) as err:
-            log.warning("threshold calibration: skipping %s (%s)", rec.get("path"), err)
-            continue
-        rng = np.random.default_rng([settings.seed, i])
-        crops.append(F.to_input(F.random_crops(frame, settings.num_crops, size, rng, settings.crop_min_area),
-                                mean, std))
-        used += 1
+
+    def flush(final: bool = False) -> None:
+        # whole batches only (the rest waits): the batches are the same as for one big call
+        x = np.concatenate(pending) if pending else np.zeros((0,))
+        n = len(x) if final else len(x) // batch_size * batch_size
+        if n:
+            feats.append(F.frame_features(model, x[:n], batch_size, device))
+        pending[:] = [x[n:]] if n < len(x) else []
+
+    with progress_bar(total=len(records), desc="dedup-threshold", enabled=progress, unit="frame") as bar:
+        for i, (rec, root) in enumerate(zip(records, data_roots)):
+            bar.update(1)
+            try:
+                frame = F.load_record_frames(rec, root, 1, min_side=short, backend=backend)[0]
+            except (DataError, InputError, OSError, ValueError, RuntimeError) as err:
+                log.warning("threshold calibration: skipping %s (%s)", rec.get("path"), err)
+                continue
+            rng = np.random.default_rng([settings.seed, i])
+            pending.append(F.to_input(F.random_crops(frame, settings.num_crops, size, rng, settings.crop_min_area),
+                                      mean, std))
+            used += 1
+            if sum(len(p) for p in pending) >= batch_size:
+                flush()
+        flush(final=True)
     if not used:
         raise DataError("target", "no readable target frame to calibrate the threshold; pass --threshold")
-    feats = F.frame_features(model, np.concatenate(crops), batch_size, device)
-    mean_sim, std_sim, per_frame = crop_similarity(whitening.apply(feats), settings.num_crops)
+    mean_sim, std_sim, per_frame = crop_similarity(whitening.apply(np.concatenate(feats)), settings.num_crops)
     stats = {"source": "crops", "frames": used, "crops_per_frame": settings.num_crops, "mean": mean_sim,
              "std": std_sim, "min_frame_mean": float(per_frame.min()), "max_frame_mean": float(per_frame.max())}
     log.info("de-dup threshold from %d target frames x %d crops: %.4f (std %.4f)", used, settings.num_crops,
@@ -451,7 +477,7 @@ def run_dedup(web_manifest: str | Path, targets: Sequence[tuple[str | Path, str 
             def calibrate(wh: Whitening) -> tuple[float, dict[str, Any]]:
                 picked = calibration_records(side_files, settings.threshold_frames)
                 return crop_threshold(model, [r for _, r in picked], [roots[k] for k, _ in picked], wh, settings,
-                                      batch_size, device, decode_backend)
+                                      batch_size, device, decode_backend, progress=progress)
 
             index = build_target_index(side_files, settings, ident, calibrate)
             index.save(index_path)

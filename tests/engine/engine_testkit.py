@@ -123,6 +123,46 @@ def dist_worker(rank: int, world: int, port: int, work: str) -> None:
     D.cleanup()
 
 
+class EpochKeyed(Dataset):
+    """ToyVideos with its own per-(index, epoch) noise generator (the ``rng_for`` protocol of
+    omnisource.data.datasets): the loader then leaves the global RNGs alone, so dropout draws
+    one continuous torch stream per rank, which only a per-rank RNG checkpoint can restore."""
+
+    def __init__(self, base: ToyVideos):
+        self.base = base
+
+    def rng_for(self, index: int, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(1_000_003 * epoch + index)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key) -> dict:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        item = self.base[index]
+        noise = torch.randn(item["inputs"].shape, generator=self.rng_for(index, epoch))
+        return {**item, "inputs": item["inputs"] + 0.3 * noise}
+
+
+def dist_resume_worker(rank: int, world: int, port: int, work: str, resume: str | None) -> None:
+    """One rank of the 2-process resume test: 2 epochs, or the second one resumed from ``resume``."""
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank), OMNISOURCE_PROGRESS="0")
+    torch.set_num_threads(1)
+    from omnisource.engine import distributed as D
+    from omnisource.engine.train import train
+
+    cfg = tiny_config(["schedule.epochs=2", "data.batch_size=4", "train.deterministic=true",
+                       "train.save_interval=1", "train.max_keep_ckpts=2"])
+    torch.manual_seed(cfg.train.seed)
+    model = TinyRecognizer(dropout=0.5)
+    train(cfg, work, resume=resume, model=model, validate=False, device="cpu",
+          train_data=EpochKeyed(ToyVideos(32, test_mode=True)))
+    D.cleanup()
+
+
 def main(argv: list[str]) -> int:
     """``python engine_testkit.py WORK_DIR [resume] [--set k=v ...]``: train the toy model."""
     torch.set_num_threads(1)

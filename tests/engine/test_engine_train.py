@@ -38,10 +38,24 @@ def _run(tmp, sets=(), model=None, train_data=None, val_data=None, **kw):
                  val_data=val_data if val_data is not None else ToyVideos(48, test_mode=True, seed=1), **kw)
 
 
-@pytest.mark.parametrize("amp", ["none", "bf16"])
-def test_tiny_training_learns(tmp_path, amp):
-    out = _run(tmp_path, ["schedule.epochs=6", "schedule.steps=[5]", f"train.amp={amp}",
-                          "optim.no_decay_norm_bias=true"])
+AMPS = ("none", "bf16")
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> dict:
+    """The tiny end-to-end run once in fp32 and once in bf16 autocast: same seed, data, recipe."""
+    runs = {}
+    for amp in AMPS:
+        tmp = tmp_path_factory.mktemp(f"learn_{amp}")
+        out = _run(tmp, ["schedule.epochs=6", "schedule.steps=[5]", f"train.amp={amp}",
+                         "optim.no_decay_norm_bias=true"])
+        runs[amp] = (tmp, out)
+    return runs
+
+
+@pytest.mark.parametrize("amp", AMPS)
+def test_tiny_training_learns(tiny_runs, amp):
+    tmp_path, out = tiny_runs[amp]
     acc = out["last_val"]["top1_acc"]
     assert acc >= 0.6, f"{amp}: val top-1 {acc} (chance 0.25)"
     assert out["last_val"]["mean_class_accuracy"] >= 0.5
@@ -54,6 +68,23 @@ def test_tiny_training_learns(tmp_path, amp):
     assert sum(x["mode"] == "val" for x in lines) == 6
     assert (tmp_path / "config.yaml").is_file()
     assert sorted(p.name for p in tmp_path.glob("epoch_*.pth")) == ["epoch_4.pth", "epoch_5.pth", "epoch_6.pth"]
+
+
+def test_bf16_autocast_reaches_fp32_accuracy(tiny_runs):
+    """Issue 3: bf16 autocast must reach the accuracy of fp32 on this run. The tolerance is
+    3 of the 48 validation videos (bf16 rounds activations to 8 mantissa bits, so the two runs
+    drift apart over 48 SGD steps and may flip a borderline video or two, not more)."""
+    fp32, bf16 = tiny_runs["none"][1]["last_val"], tiny_runs["bf16"][1]["last_val"]
+    assert bf16["top1_acc"] >= fp32["top1_acc"] - 3 / 48, (fp32, bf16)
+    assert bf16["mean_class_accuracy"] >= fp32["mean_class_accuracy"] - 0.1, (fp32, bf16)
+    # accuracy saturates on this toy task, so also compare the training loss of the last epoch
+    # (mean of its logged records): the same within 25% (measured: 0.2 % apart)
+    losses = {}
+    for amp in AMPS:
+        lines = [json.loads(x) for x in (tiny_runs[amp][0] / "log.jsonl").read_text().splitlines()]
+        last = [x["loss"] for x in lines if x["mode"] == "train" and x["epoch"] == 6]
+        losses[amp] = sum(last) / len(last)
+    assert abs(losses["bf16"] - losses["none"]) <= 0.25 * losses["none"] + 0.02, losses
 
 
 def test_kill9_then_resume_equals_uninterrupted(tmp_path):

@@ -54,6 +54,15 @@ def test_every_stage_runs_and_results_are_written(finished):
     for src in ("web_images", "web_videos"):
         info = on_disk["filtering"][src]
         assert 0 < info["kept"] < info["crawl_size"]
+    # images are pseudo-labelled with the 2D teacher's probabilities, videos with its argmax
+    from omnisource.data.annotations import iter_manifest
+
+    stages = work / "stages"
+    imgs = list(iter_manifest(stages / "select-web_images" / "out" / "manifest.jsonl"))
+    vids = list(iter_manifest(stages / "select-web_videos" / "out" / "manifest.jsonl"))
+    assert imgs and all(isinstance(r.label, list) and len(r.label) == SPEC.num_classes
+                        and abs(sum(r.label) - 1) < 1e-3 for r in imgs)
+    assert vids and all(isinstance(r.label, int) for r in vids)
     assert "target only" in format_table(on_disk)
     assert format_table2(on_disk).splitlines()[0].split()[:2] == ["target", "+all"]
 

@@ -15,6 +15,11 @@ def test_defaults_file_and_set_overrides(tmp_path):
     assert s.train.epochs == 3 and s.train.batch_size == 16
     assert s.sources.web_videos["batch_size"] == 2 and s.filter.agree is False
     assert s.presets.overrides["scale"] == 64 and s.presets.overrides["clip_len"] == 8
+    # one value of a source changes; its other settings stay (they were lost before)
+    d = load_run_settings(None)
+    s = load_run_settings(None, ["sources.web_images.batch_size=3", "sources.untrimmed.resample={clip: 5}"])
+    assert s.sources.web_images == {**d.sources.web_images, "batch_size": 3}
+    assert s.sources.untrimmed == {**d.sources.untrimmed, "resample": {"clip": 5}}
 
 
 def test_unknown_keys_are_errors_with_a_suggestion(tmp_path):
@@ -75,3 +80,26 @@ def test_stage_cache_resume_and_stale_partial_work(tmp_path):
     assert p.stage("s", {"a": 3}, fresh) == {"n": 2}      # a finished stage with new settings reruns
     p.stage("u", {}, lambda d: {}, needs=("missing",))
     assert p.stages["u"].status == "skipped"
+
+
+def test_soft_labels_per_source_and_their_hard_label():
+    from types import SimpleNamespace
+
+    from omnisource.pipeline.run import Pipeline, _hard_label
+
+    s = load_run_settings()
+    p = Pipeline("unused", None, s, say=lambda m: None)
+    # images carry soft labels by default (a still image cannot show motion), videos hard ones
+    assert p._soft_labels("web_images") == "dense" and p._soft_labels("web_videos") == "none"
+    s = load_run_settings(None, ["filter.soft_labels=dense", "sources.web_images.soft_labels=none"])
+    p = Pipeline("unused", None, s, say=lambda m: None)
+    assert p._soft_labels("web_images") == "none" and p._soft_labels("web_videos") == "dense"
+    with pytest.raises(ConfigError, match="soft_labels"):
+        load_run_settings(None, ["sources.web_videos.soft_labels=fuzzy"])
+    with pytest.raises(ConfigError, match="soft_labels"):
+        load_run_settings(None, ["sources.untrimmed.soft_labels=dense"])
+    with pytest.raises(ConfigError, match="soft_labels"):
+        load_run_settings(None, ["filter.soft_labels=topk"])
+    assert _hard_label(SimpleNamespace(label=[0.1, 0.7, 0.2])) == 1
+    assert _hard_label(SimpleNamespace(label=3)) == 3
+    assert _hard_label(SimpleNamespace(label=[2])) == 2

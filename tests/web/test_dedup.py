@@ -154,6 +154,19 @@ def test_planted_duplicates_found_with_crop_threshold(tmp_path):
     assert s2["pairs"] == 0 and s2["kept"] == 11
 
 
+def test_threshold_calibration_shows_progress(tmp_path, capsys):
+    from omnisource.web.dedup import crop_threshold
+
+    make_data(tmp_path, n_target=5, dups=(), n_new=0)
+    recs = [{"path": f"{i}.jpg", "kind": "image"} for i in range(5)] + [{"path": "missing.jpg", "kind": "image"}]
+    wh = fit_whitening(np.random.default_rng(0).standard_normal((200, 108)), dim=16)
+    thr, stats = crop_threshold(Thumb(), recs, [str(tmp_path / "t")] * 6, wh, DedupSettings(num_crops=3),
+                                batch_size=4, progress=True)
+    err = capsys.readouterr().err
+    assert "dedup-threshold" in err and "6/6" in err             # one step per calibration frame
+    assert stats["frames"] == 5 and -1 <= thr <= 1                # the unreadable one is skipped
+
+
 class _Killed(BaseException):
     """Stands in for kill -9 (escapes all handlers; the journal keeps what was committed)."""
 
@@ -222,3 +235,73 @@ def test_cli_with_tiny_zoo_model(tmp_path):
     rc = main(["dedup", str(web), "--target", str(tmp_path / "missing.txt"), "--model",
                "tsn_r18_1x1x3_100e_kinetics400_rgb", "--out", str(tmp_path / "o2")])
     assert rc == 2
+
+
+# --------------------------------------------------------------------------------------------
+# sharding: 2 ranks == 1 process
+# --------------------------------------------------------------------------------------------
+DEDUP_SHARD_SCRIPT = '''
+import os, sys
+from test_dedup import Thumb
+from omnisource.web.dedup import DedupSettings, run_dedup
+
+if __name__ == "__main__":
+    web, target, troot, root, out = sys.argv[1:6]
+    gloo = os.environ.get("SHARD_GLOO") == "1"
+    if gloo:
+        import torch.distributed as dist
+        dist.init_process_group("gloo")
+    run_dedup(web, [(target, troot)], out, Thumb(), {"m": 1}, DedupSettings(pca_dim=16, threshold_frames=10),
+              web_root=root, chunk_size=3, progress=False)
+    if gloo:
+        dist.destroy_process_group()
+'''
+
+
+@pytest.mark.parametrize("gloo", [True, False], ids=["gloo", "file-barrier"])
+def test_two_ranks_equal_single_process(tmp_path, gloo):
+    """Both feature stages shard; rank 0 builds the index, rank 1 waits for it (barrier or file)."""
+    web, target = make_data(tmp_path, n_target=20, n_new=6)
+    single = run_dedup(web, [(target, tmp_path / "t")], tmp_path / "single", Thumb(), {"m": 1},
+                       DedupSettings(pca_dim=16, threshold_frames=10), web_root=tmp_path, chunk_size=3,
+                       progress=False)
+    assert single["dropped"]["duplicate"] >= 3 and single["dropped"]["unreadable"] == 1
+    script = tmp_path / "shard.py"
+    script.write_text(DEDUP_SHARD_SCRIPT)
+    _two_ranks().run_two_ranks(script, [str(web), str(target), str(tmp_path / "t"), str(tmp_path),
+                                        str(tmp_path / "sharded")], SHARD_GLOO="1" if gloo else "0")
+    for name in ("target/0/manifest.jsonl", "target/0/side.jsonl", "manifest.jsonl", "dropped.jsonl", "side.jsonl",
+                 "pairs.jsonl", "pairs.csv"):
+        assert (tmp_path / "sharded" / name).read_bytes() == (tmp_path / "single" / name).read_bytes(), name
+    for d in ("single", "sharded"):
+        assert json.loads((tmp_path / d / "meta.json").read_text())["world_size"] == (2 if d == "sharded" else 1)
+    from omnisource.web.dedup import TargetIndex
+
+    a, b = (TargetIndex.load(tmp_path / d / "target_index.npz") for d in ("single", "sharded"))
+    assert a.threshold == b.threshold and np.array_equal(a.feats, b.feats) and a.ident == b.ident
+
+
+def _two_ranks():
+    """tests/web/two_ranks.py (pytest runs with --import-mode=importlib: not importable by name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("two_ranks", Path(__file__).with_name("two_ranks.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_pca_dim_option():
+    import argparse
+
+    from omnisource.commands.dedup import _pca_dim
+    from omnisource.errors import ConfigError
+
+    assert DedupSettings().pca_dim == 256
+    assert DedupSettings(pca_dim="full").validate().pca_dim is None
+    assert _pca_dim("full") is None and _pca_dim("0") is None and _pca_dim("128") == 128
+    for bad in ("-3", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _pca_dim(bad)
+    with pytest.raises(ConfigError):
+        DedupSettings(pca_dim="half").validate()

@@ -329,3 +329,49 @@ def test_teacher_from_yaml_config_and_checkpoint(tmp_path):
     x = torch.randn(2, 1, 3, 64, 64)
     with torch.inference_mode():
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
+
+
+def test_sparse_topk_soft_labels_reach_the_soft_target_loss(tmp_path):
+    """filter --soft-labels topk -> a source with pseudo_label: soft trains on the renormalised top-k."""
+    from types import SimpleNamespace
+
+    from omnisource.data.mixup import soft_target_cross_entropy
+    from omnisource.data.multisource import build_source
+    from omnisource.engine.train import source_loss
+
+    man, _ = make_web(tmp_path, n_pos=3, n_noise=2, corrupt=False)
+    with ensemble(tmp_path, models=[ColourTeacher(scale=2.0)]) as ens:     # soft enough: 2nd class > 0
+        scores = flt.score_stage(man, tmp_path / "scores", ens, progress=False)
+    sel = flt.select_stage(scores.manifest, tmp_path / "sel",
+                           flt.SelectRule(threshold=0.0, soft_labels="topk", soft_topk=2), progress=False)
+    rows = _read(sel.manifest)
+    cfg = SimpleNamespace(data=SimpleNamespace(label_map=None, train=SimpleNamespace(preset="tsn_1x1x3_train"),
+                                               backend="pyav", strict=False), model=SimpleNamespace(num_classes=3))
+    item = {"name": "web", "ann_file": str(sel.manifest), "data_root": str(tmp_path)}
+    soft = build_source(dict(item, pseudo_label="soft"), cfg, seed=0, num_workers=0, batch_size=2).dataset
+    hard = build_source(item, cfg, seed=0, num_workers=0, batch_size=2).dataset
+    labels = []
+    for i, row in enumerate(rows):
+        got = soft[i]["label"]
+        want = torch.zeros(3)
+        for c, p in row["meta"]["soft_label"]:
+            want[c] = p
+        want /= want.sum()
+        assert got.dtype == torch.float32 and got.shape == (3,)
+        assert torch.allclose(got, want, atol=1e-6) and (want > 0).sum() == 2
+        assert int(got.argmax()) == row["label"] == hard[i]["label"]      # default: the hard argmax
+        labels.append(got)
+    target = torch.stack(labels)
+    logits = torch.randn(len(rows), 3, generator=torch.Generator().manual_seed(0))
+    loss, _ = source_loss(logits, target, len(rows), 0.0)
+    manual = -(target * torch.log_softmax(logits, 1)).sum(1).mean()
+    assert torch.allclose(loss, manual, atol=1e-6)
+    assert not torch.allclose(loss, torch.nn.functional.cross_entropy(logits, target.argmax(1)))
+    assert torch.allclose(soft_target_cross_entropy(logits, target), manual, atol=1e-6)
+    from omnisource.data.datasets import build_dataset
+    from omnisource.errors import ConfigError
+
+    lst = tmp_path / "list.txt"
+    lst.write_text("media/pos0.jpg 0\n")
+    with pytest.raises(ConfigError, match="soft labels"):
+        build_dataset(lst, tmp_path, "tsn_1x1x3_train", format="image", num_classes=3, soft_labels=True)

@@ -164,3 +164,50 @@ def test_cli_2d_with_tiny_zoo_teacher(data):
     assert meta["stage"] == "untrimmed-2d" and meta["counts"]["dropped"]["by_reason"] == {"unreadable": 1}
     assert main(["untrimmed", str(man), "--mode", "2d", "--out", str(root / "x"), "--teacher",
                  "tsn_r18_1x1x3_100e_kinetics400_rgb", "none", "--fps", "0"]) == 2
+
+
+UNTRIMMED_SHARD_SCRIPT = '''
+import sys
+import torch.distributed as dist
+from test_untrimmed import Colour
+from omnisource.web.teacher import ModelSource, TeacherEnsemble
+from omnisource.web.untrimmed import UntrimmedSettings, untrimmed_stage
+
+if __name__ == "__main__":
+    man, root, out, mode = sys.argv[1:5]
+    dist.init_process_group("gloo")
+    with TeacherEnsemble([Colour(mode)], [ModelSource("colour-" + mode, None)], data_root=root, batch_size=8,
+                         segments=3) as ens:
+        untrimmed_stage(man, out, ens, UntrimmedSettings(mode=mode, window=4, pos_threshold=0.8), data_root=root,
+                        chunk_size=1, progress=False)
+    dist.destroy_process_group()
+'''
+
+
+def test_two_gloo_ranks_equal_single_process(data, mode="2d"):
+    """Sharding is the stage runner's (mode-independent): one mode keeps the test short."""
+    root, man = data
+    make_video(root / "v" / "late.mp4", seconds=9, red=(5.0, 9.0))
+    man.write_text(man.read_text() + json.dumps({"path": "v/late.mp4", "source": "yt", "kind": "untrimmed",
+                                                 "query_label": 0}) + "\n")
+    with _ens(root, mode) as ens:
+        untrimmed_stage(man, root / "single", ens, UntrimmedSettings(mode=mode, window=4, pos_threshold=0.8),
+                        data_root=str(root), chunk_size=1, progress=False)
+    script = root / "shard.py"
+    script.write_text(UNTRIMMED_SHARD_SCRIPT)
+    _two_ranks().run_two_ranks(script, [str(man), str(root), str(root / "sharded"), mode])
+    assert len(_records(root / "single" / "manifest.jsonl")) >= 2      # records from both good videos
+    for name in ("manifest.jsonl", "dropped.jsonl", "side.jsonl"):
+        assert (root / "sharded" / name).read_bytes() == (root / "single" / name).read_bytes(), name
+    single, sharded = (json.loads((root / d / "meta.json").read_text()) for d in ("single", "sharded"))
+    assert sharded["world_size"] == 2 and sharded["counts"] == single["counts"]
+
+
+def _two_ranks():
+    """tests/web/two_ranks.py (pytest runs with --import-mode=importlib: not importable by name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("two_ranks", Path(__file__).with_name("two_ranks.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -7,15 +7,22 @@ converts to RGB every frame up to the last index; we instead
 
 * index the file once by demuxing (no decoding; ~3 ms for a 10 s clip): packet timestamps
   in presentation order give an exact frame count and a robust frame-index <-> pts map
-  (variable frame rate, first pts != 0, B-frame reordering) plus the keyframe positions;
+  (variable frame rate, first pts != 0, B-frame reordering) plus the keyframe positions.
+  The index is cached per process (:mod:`.pyav_index`), so later epochs open each file once
+  and never demux it twice;
 * jump to the keyframe before the next wanted frame when it lies more than
-  ``seek_threshold`` packets ahead (demuxer seek, decoder flushed), and stop as soon as the
-  last wanted frame came out;
+  ``seek_threshold`` packets ahead (demuxer seek, decoder flushed). Before such a seek, and
+  after the last wanted frame of a sample, the decoder is *drained* (end-of-stream): the
+  wanted frames come out at once instead of after more packets decoded only to push them
+  through the B-frame / frame-thread delay. A reader called again and again (chunked
+  reads) keeps its decoder running instead, so it never seeks back;
 * tell the decoder to skip non-reference frames we do not want (``skip_frame='NONREF'``,
   switched per packet so a wanted non-reference frame is still decoded). Skipping a frame
   nothing refers to cannot change any other frame, so the output is pixel-identical to a
   full sequential decode (tested on the real files);
-* convert to RGB only the wanted frames, with FFmpeg's frame threading on.
+* convert to RGB only the wanted frames (one reused single-threaded swscale context);
+  FFmpeg's frame threading is on in the main process and sized by ``cores // workers``
+  inside DataLoader workers (:func:`default_threads`).
 
 Index semantics: frame ``i`` is the ``i``-th frame a full decode from the start outputs.
 Containers without usable timestamps (AVI, where packed MPEG-4 B-frames scramble pts;
@@ -41,7 +48,8 @@ import bisect
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+import sys
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -49,33 +57,17 @@ import numpy as np
 from omnisource.errors import DataError
 
 from .base import FrameCountError, VideoInfo, VideoReader, stack_frames
+from .pyav_index import INDEX_CACHE, StreamIndex, build_index, file_key
 
 log = logging.getLogger("omnisource.data.decode")
 
 # Decoders whose skip_frame=NONREF is implemented by the codec itself (reference-frame
 # aware). Others either ignore it or drop frames that later frames depend on (GIF).
 _NONREF_CODECS = {"h264", "hevc"}
-# Formats whose per-packet timestamps cannot be trusted to name frames.
-_ORDINAL_FORMATS = {"avi"}
-# MPEG-4 Part 2 family: a 1-byte packet is a skipped-frame placeholder (no output frame).
-_SKIP_PLACEHOLDER_CODECS = {"mpeg4", "msmpeg4v3", "msmpeg4v2", "msmpeg4"}
 
 
 class _Inconsistent(Exception):
     """The timestamp index disagrees with the decoder: redo in ordinal mode."""
-
-
-@dataclass
-class _Index:
-    """Demux-only index of one video stream."""
-
-    mode: str                                   # 'pts' | 'ordinal'
-    num_frames: int
-    pts: list[int] = field(default_factory=list)           # presentation order
-    dpos: dict[int, int] = field(default_factory=dict)     # pts -> decode-order position
-    key_dpos: list[int] = field(default_factory=list)      # decode positions of keyframes
-    key_pts: list[int] = field(default_factory=list)       # pts of those keyframes
-    reason: str = ""                                        # why ordinal
 
 
 def _av():
@@ -115,59 +107,131 @@ def _first_video_stream(container):
     return container.streams.video[0]
 
 
+_local = threading.local()
+
+
 def _frame_to_rgb(frame, rotation: int) -> np.ndarray:
     """RGB uint8 HxWx3 honouring the frame's colour range/matrix (PyAV >= 14 passes them to
-    swscale) and its display-matrix rotation (counter-clockwise degrees, FFmpeg's sign)."""
-    arr = frame.to_ndarray(format="rgb24")
+    swscale) and its display-matrix rotation (counter-clockwise degrees, FFmpeg's sign).
+
+    One single-threaded swscale context per thread and process, reused across frames and
+    readers: ``to_ndarray`` builds a new context *and a thread pool* for every frame (0.3 ms,
+    more than the conversion of a 340x256 frame). Single-threaded because a context with a
+    pool cannot be used or freed after ``fork`` (the pool's threads do not exist in a
+    DataLoader worker: pthread_join hangs) and because the pool costs more than it saves on
+    video-sized frames; per process (pid check) so a forked worker never touches the
+    parent's. swscale reuses the context only when geometry and formats match, so the
+    pixels are the same as ``to_ndarray``'s."""
+    fmt = _local.__dict__.get("reformatter")
+    if fmt is None or _local.pid != os.getpid():
+        from av.video.reformatter import VideoReformatter
+
+        fmt = _local.reformatter = VideoReformatter()
+        _local.pid = os.getpid()
+    arr = fmt.reformat(frame, format="rgb24", threads=1).to_ndarray()
     k = (int(round(rotation / 90.0))) % 4
     if k:
         arr = np.ascontiguousarray(np.rot90(arr, k))
     return arr
 
 
-class PyAVReader(VideoReader):
-    """See module docstring. ``threads=0`` lets FFmpeg pick (frame + slice threading)."""
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
-    def __init__(self, path: str, threads: int = 0, seek_threshold: int = 4,
-                 skip_nonref: bool = True, strict: bool = False):
+
+def default_threads() -> int:
+    """FFmpeg decoding threads when the caller does not choose.
+
+    Why it depends on the context: frame threading makes one decode faster in wall time but
+    costs CPU (thread hand-offs, and a pipeline that restarts after every seek), so it pays
+    only when cores would otherwise idle. In the main process (0 DataLoader workers) FFmpeg
+    picks (0 = one thread per core, frame + slice threading); inside a DataLoader worker the
+    cores are shared between ``num_workers`` processes, so each gets ``cores // workers``
+    threads (1 when the workers already fill the machine).
+    """
+    data = sys.modules.get("torch.utils.data")  # never import torch just for this
+    info = data.get_worker_info() if data is not None else None
+    if info is None:
+        return 0
+    return max(1, _usable_cpus() // max(1, int(info.num_workers)))
+
+
+class PyAVReader(VideoReader):
+    """See module docstring.
+
+    ``threads``: FFmpeg decoding threads (``None``: :func:`default_threads`; 0: FFmpeg's
+    choice; 1: no threading). ``seek_threshold``: seek only when the keyframe before the next
+    wanted frame lies more than this many packets ahead. ``cache_index``: reuse this
+    process's cached demux index of the file (see :mod:`.pyav_index`).
+    """
+
+    def __init__(self, path: str, threads: int | None = None, seek_threshold: int = 4,
+                 skip_nonref: bool = True, strict: bool = False, cache_index: bool = True):
         self.path = str(path)
-        self.threads = int(threads)
+        self.threads = None if threads is None else int(threads)
         self.seek_threshold = int(seek_threshold)
         self.skip_nonref = bool(skip_nonref)
         self.strict = bool(strict)
+        self.cache_index = bool(cache_index)
         self.start_index = 0
         self.damaged_frames = 0
         self._errors = 0                         # packets that failed to decode (cumulative)
-        self._index: _Index | None = None
+        self._index: StreamIndex | None = None
+        self._dpos: dict[int, int] | None = None  # pts -> decode position (pts mode)
         self._info_cache: VideoInfo | None = None
         self._container = None
         self._stream = None
         self._it: Iterator | None = None
         self._next_dpos: int | None = None      # pts mode: decode position of the next packet
+        self._drained = False                    # decoder got EOF: must seek/reopen to go on
         self._ord_next = 0                       # ordinal mode: frames output so far
+        self._reads = 0                          # completed timestamp-mode reads
+        # what a later call can still get without seeking (reset by every seek/reopen):
+        self._last_out: int | None = None        # pts of the last frame the decoder output
+        self._lost: set[int] = set()             # pts fed while skipping (never output)
+        self._carry: dict = {}                   # pts -> frame output after a call's last target
+        self._fed_from: int | None = None        # decode position of the first packet fed
+        self.seeks = 0                           # keyframe seeks and reopens (diagnostics)
         # validate now so a broken path fails at open time with a clear reason; the container
-        # is kept for indexing (one FFmpeg open less per sample)
+        # is kept for indexing or, when the index is cached, for decoding (one open per read)
         self._spare = _open_container(self.path)
+        self._key = file_key(self.path) if self.cache_index else None
+        if self._key is not None:
+            self._index = INDEX_CACHE.get(self._key)
 
     # -- container state ----------------------------------------------------------------
     def _fresh(self) -> None:
         """(Re)open the decoding container positioned at the start of the file."""
+        spare, self._spare = self._spare, None
         self._close_container()
-        c = _open_container(self.path)
+        c = spare if spare is not None else _open_container(self.path)
         s = _first_video_stream(c)
-        if self.threads != 1:
+        threads = default_threads() if self.threads is None else self.threads
+        if threads != 1:
             s.thread_type = "AUTO"
-            s.codec_context.thread_count = self.threads
+            s.codec_context.thread_count = threads
         self._container, self._stream = c, s
         self._it = c.demux(s)
         self._next_dpos = 0
         self._ord_next = 0
+        self._reset_decoder_state()
+        self._fed_from = 0
+
+    def _reset_decoder_state(self) -> None:
+        self._drained = False
+        self._last_out = None
+        self._lost = set()
+        self._carry = {}
+        self._fed_from = None
 
     def _close_container(self) -> None:
         if getattr(self, "_spare", None) is not None:
             self._spare.close()
             self._spare = None
-        if self._container is not None:
+        if getattr(self, "_container", None) is not None:
             try:
                 self._container.close()
             except Exception:  # pragma: no cover
@@ -184,53 +248,21 @@ class PyAVReader(VideoReader):
             pass
 
     # -- index ----------------------------------------------------------------------------
-    def _build_index(self) -> _Index:
+    def _set_index(self, index: StreamIndex) -> StreamIndex:
+        self._index, self._dpos = index, None
+        if self._key is not None:
+            INDEX_CACHE.put(self._key, index)
+        return index
+
+    def _build_index(self) -> StreamIndex:
         if self._index is not None:
             return self._index
         c, self._spare = (self._spare or _open_container(self.path)), None
         try:
-            s = _first_video_stream(c)
-            codec = s.codec_context.name
-            fmt = c.format.name.split(",")[0]
-            pts: list[int | None] = []
-            keys: list[int] = []
-            n_placeholder = 0
-            try:
-                for p in c.demux(s):
-                    if p.size == 0:
-                        continue  # flush marker
-                    if p.size == 1 and codec in _SKIP_PLACEHOLDER_CODECS:
-                        n_placeholder += 1
-                        continue
-                    if getattr(p, "is_discard", False):
-                        continue  # edit-list trimmed: decoded for reference, never shown
-                    if p.is_keyframe:
-                        keys.append(len(pts))
-                    pts.append(p.pts)
-            except Exception as err:  # truncated file: keep what could be read
-                log.debug("%s: demux stopped early: %s", self.path, err)
+            index = build_index(c, _first_video_stream(c), self.path)
         finally:
             c.close()
-        n = len(pts)
-        if n == 0:
-            raise DataError(self.path, "video stream has no frames")
-        reason = ""
-        if fmt in _ORDINAL_FORMATS:
-            reason = f"{fmt} timestamps are not reliable"
-        elif any(p is None for p in pts):
-            reason = "packets without timestamps"
-        elif len(set(pts)) != n:
-            reason = "duplicate timestamps"
-        if reason:
-            self._index = _Index("ordinal", n, reason=reason)
-            return self._index
-        sorted_pts = sorted(pts)  # type: ignore[arg-type]
-        dpos = {p: i for i, p in enumerate(pts)}  # type: ignore[misc]
-        self._index = _Index("pts", n, pts=sorted_pts, dpos=dpos, key_dpos=keys,
-                             key_pts=[pts[k] for k in keys])  # type: ignore[misc]
-        if not keys:
-            self._index.key_dpos, self._index.key_pts = [0], [pts[0]]  # type: ignore[list-item]
-        return self._index
+        return self._set_index(index)
 
     def _num_frames(self) -> int:
         return self._build_index().num_frames
@@ -245,9 +277,7 @@ class PyAVReader(VideoReader):
     def _info(self) -> VideoInfo:
         if self._info_cache is None:
             self._info_cache = read_info(self.path)
-            if self._index is not None:
-                self._info_cache.num_frames = self._index.num_frames
-        elif self._index is not None:
+        if self._index is not None:
             self._info_cache.num_frames = self._index.num_frames
         return self._info_cache
 
@@ -265,7 +295,8 @@ class PyAVReader(VideoReader):
             except _Inconsistent as why:
                 log.info("%s: timestamp index disagrees with the decoder (%s); "
                          "reading in decode order", self.path, why)
-                self._index = index = _Index("ordinal", index.num_frames, reason=str(why))
+                index = self._set_index(StreamIndex("ordinal", index.num_frames,
+                                                    reason=str(why)))
                 self._close_container()
         if got is None:
             got = self._read_ordinal(wanted)
@@ -279,6 +310,16 @@ class PyAVReader(VideoReader):
             log.debug("%s: decode error: %s", self.path, err)
             return []
 
+    def _drain(self) -> list:
+        """Feed end-of-stream: the decoder returns every frame it still holds (B-frame
+        reordering, frame threads) without decoding another packet. Afterwards it must be
+        flushed by a seek (or the file reopened) before it accepts packets again."""
+        self._drained = True
+        try:
+            return list(self._stream.codec_context.decode(None))
+        except Exception:
+            return []
+
     def _damaged(self, what: str) -> None:
         if self.strict:
             raise DataError(self.path, f"damaged stream: {what}")
@@ -287,16 +328,18 @@ class PyAVReader(VideoReader):
             log.warning("%s: damaged stream (%s); using the nearest decodable frame",
                         self.path, what)
 
-    def _seek_to_key(self, index: _Index, k: int) -> None:
+    def _seek_to_key(self, index: StreamIndex, k: int) -> None:
         """Position the demuxer at keyframe number ``k`` (decoder flushed)."""
+        self.seeks += 1
         if k == 0 or self._container is None:
             self._fresh()  # reopening is the most robust way back to the very start
             if k == 0:
                 return
         self._container.seek(index.key_pts[k], backward=True, any_frame=False,
-                             stream=self._stream)
+                             stream=self._stream)  # also flushes the decoder
         self._it = self._container.demux(self._stream)
         self._next_dpos = None  # learnt from the first packet
+        self._reset_decoder_state()
 
     def _next_packet(self):
         """Next non-empty packet, or None at end of stream (a demux error counts as the end:
@@ -310,79 +353,117 @@ class PyAVReader(VideoReader):
             return None
         return None if packet.size == 0 else packet
 
-    def _read_pts(self, index: _Index, wanted: list[int]) -> dict[int, np.ndarray]:
-        pts_of = {index.pts[i]: i for i in wanted}
+    @staticmethod
+    def _key_for(index: StreamIndex, target_pts: int, t_dpos: int) -> int:
+        """Number of the last keyframe at or before the target in decode order *and*
+        presentation order (open GOPs: a leading B-frame needs the previous keyframe)."""
+        k = bisect.bisect_right(index.key_dpos, t_dpos) - 1
+        while k > 0 and index.key_pts[k] > target_pts:
+            k -= 1
+        return max(k, 0)
+
+    def _run_end(self, index: StreamIndex, dpos: dict[int, int], order: list[int]) -> int:
+        """Decode position of the last packet of the current run: ``order`` (pending frames
+        by decode position) is followed while the next frame's keyframe is within
+        ``seek_threshold`` packets, i.e. while going on beats seeking (the same rule
+        :meth:`_read_pts` applies). After this packet the decoder is drained."""
+        last = dpos[order[0]]
+        for q in order[1:]:
+            dq = dpos[q]
+            kd = index.key_dpos[self._key_for(index, q, dq)]
+            if kd > last + 1 + self.seek_threshold:
+                break
+            last = dq
+        return last
+
+    def _read_pts(self, index: StreamIndex, wanted: list[int]) -> dict[int, np.ndarray]:
+        """Decode the wanted frames run by run: seek to a keyframe when the next frame is
+        far ahead, feed packets (non-reference ones we do not want are skipped by the
+        decoder) up to the run's last wanted packet, then drain the decoder so no packet
+        past it is decoded just to push the wanted frames out of the reordering delay.
+
+        The last run of a reader's *first* call is drained too (a dataset reads a sample in
+        one call). Later calls are taken as a chunk-by-chunk reader: their last run is not
+        drained, packets after the last wanted one are decoded in full, and frames output
+        after it are kept, so the next call goes on without seeking back."""
+        if self._dpos is None:
+            self._dpos = index.dpos_map()
+        dpos = self._dpos
+        pts_of = {int(index.pts[i]): i for i in wanted}
         pending = set(pts_of)
         out: dict[int, np.ndarray] = {}
+        for p in list(pending):  # output at the end of the previous call
+            fr = self._carry.get(p)
+            if fr is not None:
+                out[pts_of[p]] = _frame_to_rgb(fr, int(getattr(fr, "rotation", 0) or 0))
+                pending.discard(p)
+        self._carry = {}
         if self._container is None:
             self._fresh()
         # packets from run_start on are fed in this call with the right skip setting
-        run_start = self._next_dpos
+        run_start = None if self._drained else self._next_dpos
         errors_at_start = self._errors
         rotation = 0
         last_frame = None
         skipping = False
+        top = max(pts_of)  # frames output past this one are kept for the next call
+
+        def take(frames: list) -> None:
+            """Convert the wanted frames; frames fed in this run that should already have
+            come out are damaged (a decode error happened) or prove the index wrong."""
+            nonlocal rotation, last_frame
+            if not frames:  # the common case: a skipped or still-buffered packet
+                return
+            for fr in frames:
+                p = fr.pts
+                if p is None or p not in dpos:
+                    raise _Inconsistent(f"decoder output pts {p} not in the index")
+                self._last_out = p
+                rotation = int(getattr(fr, "rotation", 0) or 0)
+                if p in pending:
+                    out[pts_of[p]] = _frame_to_rgb(fr, rotation)
+                    pending.discard(p)
+                elif p > top:
+                    self._carry[p] = fr
+                lo = run_start if run_start is not None else 0
+                hi = self._next_dpos if self._next_dpos is not None else -1
+                for q in [q for q in pending if q < p and lo <= dpos[q] < hi]:
+                    self._replace_missing(q, fr, rotation, errors_at_start, pts_of, out)
+                    pending.discard(q)
+                last_frame = fr
+
+        def still_coming(q: int) -> bool:
+            """Fed before this call, decoded (not skipped) and not output yet."""
+            return (self._fed_from is not None and dpos[q] >= self._fed_from
+                    and q not in self._lost and (self._last_out is None or q > self._last_out))
+
         while pending:
-            target = min(pending, key=index.dpos.__getitem__)
-            t_dpos = index.dpos[target]
-            # last keyframe at or before the target in decode order and presentation order
-            k = bisect.bisect_right(index.key_dpos, t_dpos) - 1
-            while k > 0 and index.key_pts[k] > target:
-                k -= 1
-            k = max(k, 0)
+            order = sorted(pending, key=dpos.__getitem__)
+            target = order[0]
+            t_dpos = dpos[target]
+            k = self._key_for(index, target, t_dpos)
             kd = index.key_dpos[k]
             pos = self._next_dpos
-            if (pos is None or run_start is None or t_dpos < run_start
+            behind = run_start is not None and t_dpos < run_start
+            if (self._drained or pos is None or run_start is None
+                    or (behind and not all(still_coming(q) for q in order
+                                           if dpos[q] < run_start))
                     or (t_dpos >= pos and kd > pos + self.seek_threshold)):
                 self._seek_to_key(index, k)
                 run_start = self._next_dpos  # None until the first packet tells us
                 skipping = False  # a fresh/flushed decoder
+            run_end = self._run_end(index, dpos, order)
+            # drain after the run unless it is the last of a later call (see docstring)
+            drain_at = run_end if (run_end < dpos[order[-1]] or self._reads == 0) else None
             cc = self._stream.codec_context
             use_skip = self.skip_nonref and cc.name in _NONREF_CODECS
-            while target in pending:
+            while True:
                 packet = self._next_packet()
-                if packet is not None:
-                    if self._next_dpos is None:  # first packet after a seek
-                        d = index.dpos.get(packet.pts)
-                        if d is None or d > kd:
-                            raise _Inconsistent(f"seek landed on an unexpected packet "
-                                                f"(pts {packet.pts})")
-                        self._next_dpos = run_start = d
-                    self._next_dpos += 1
-                    if use_skip:
-                        want_it = packet.pts in pending
-                        if want_it == skipping:  # switch only on change
-                            skipping = not want_it
-                            cc.skip_frame = "NONREF" if skipping else "DEFAULT"
-                    frames = self._decode_packet(packet)
-                else:
+                if packet is None:  # end of stream with frames still pending
                     if skipping:
                         skipping = False
                         cc.skip_frame = "DEFAULT"
-                    try:
-                        frames = list(cc.decode(None))  # drain the decoder at end of stream
-                    except Exception:
-                        frames = []
-                for fr in frames:
-                    p = fr.pts
-                    if p is None or p not in index.dpos:
-                        raise _Inconsistent(f"decoder output pts {p} not in the index")
-                    rotation = int(getattr(fr, "rotation", 0) or 0)
-                    if p in pending:
-                        out[pts_of[p]] = _frame_to_rgb(fr, rotation)
-                        pending.discard(p)
-                    # pending frames fed in this run that should have come out before p
-                    lo = run_start if run_start is not None else 0
-                    hi = self._next_dpos if self._next_dpos is not None else -1
-                    missed = [q for q in pending if q < p and lo <= index.dpos[q] < hi]
-                    for q in missed:
-                        if self._errors == errors_at_start:
-                            raise _Inconsistent(f"frame pts {q} was never output")
-                        self._damaged(f"frame {pts_of[q]} could not be decoded")
-                        out[pts_of[q]] = _frame_to_rgb(fr, rotation)
-                        pending.discard(q)
-                    last_frame = fr
-                if packet is None:  # end of stream with frames still pending
+                    take(self._drain())
                     self._close_container()
                     self._next_dpos = None
                     if pending and self._errors == errors_at_start:
@@ -394,27 +475,72 @@ class PyAVReader(VideoReader):
                         out[pts_of[q]] = _frame_to_rgb(last_frame, rotation)
                     pending.clear()
                     break
+                ppts = packet.pts
+                if self._next_dpos is None:  # first packet after a seek
+                    d = dpos.get(ppts)
+                    if d is None or d > kd:
+                        raise _Inconsistent(f"seek landed on an unexpected packet "
+                                            f"(pts {ppts})")
+                    self._next_dpos = run_start = self._fed_from = d
+                fed = self._next_dpos
+                self._next_dpos += 1
+                if use_skip:
+                    # skip unwanted non-reference frames up to the run's last wanted packet;
+                    # an undrained tail is decoded in full for the next call
+                    want_it = ppts in pending or (drain_at is None
+                                                  and (fed > run_end or ppts > top))
+                    if want_it == skipping:  # switch only on change
+                        skipping = not want_it
+                        cc.skip_frame = "NONREF" if skipping else "DEFAULT"
+                    if skipping:
+                        self._lost.add(ppts)
+                take(self._decode_packet(packet))
+                if drain_at is None:
+                    if not pending:
+                        break
+                    continue
+                if fed >= drain_at:  # the run's last wanted packet is in: drain
+                    if skipping:
+                        skipping = False
+                        cc.skip_frame = "DEFAULT"
+                    take(self._drain())
+                    for q in sorted(q for q in pending if dpos[q] <= fed
+                                    and dpos[q] >= (run_start or 0)):
+                        # fed but never output: damage, or the index is wrong
+                        if last_frame is None:
+                            raise DataError(self.path, "no frame could be decoded")
+                        self._replace_missing(q, last_frame, rotation, errors_at_start,
+                                              pts_of, out)
+                        pending.discard(q)
+                    break
         if skipping and self._stream is not None:
             self._stream.codec_context.skip_frame = "DEFAULT"
+        self._reads += 1
         return out
+
+    def _replace_missing(self, q: int, frame, rotation: int, errors_at_start: int,
+                         pts_of: dict[int, int], out: dict[int, np.ndarray]) -> None:
+        """A wanted frame was fed but never output: with a decode error in this read it is
+        damaged (use the neighbouring frame); without one the index is wrong."""
+        if self._errors == errors_at_start:
+            raise _Inconsistent(f"frame pts {q} was never output")
+        self._damaged(f"frame {pts_of[q]} could not be decoded")
+        out[pts_of[q]] = _frame_to_rgb(frame, rotation)
 
     def _read_ordinal(self, wanted: list[int]) -> dict[int, np.ndarray]:
         """Decode forward from the start counting output frames (no seeking, no skipping)."""
-        if self._container is None or self._next_dpos is not None or self._ord_next > wanted[0]:
+        if (self._container is None or self._next_dpos is not None or self._drained
+                or self._ord_next > wanted[0]):
             self._fresh()
             self._next_dpos = None  # marks the container as being in ordinal use
         pending = set(wanted)
         out: dict[int, np.ndarray] = {}
-        cc = self._stream.codec_context
         while pending:
             packet = self._next_packet()
             if packet is not None:
                 frames = self._decode_packet(packet)
             else:
-                try:
-                    frames = list(cc.decode(None))
-                except Exception:
-                    frames = []
+                frames = self._drain()
             for fr in frames:  # consume every frame so the count stays right
                 i = self._ord_next
                 self._ord_next += 1
@@ -425,7 +551,7 @@ class PyAVReader(VideoReader):
                 actual = self._ord_next
                 self._close_container()
                 if self._index is not None:
-                    self._index.num_frames = actual
+                    self._index.num_frames = actual  # the cached index learns it too
                 if self._info_cache is not None:
                     self._info_cache.num_frames = actual
                 if actual == 0:
