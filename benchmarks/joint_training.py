@@ -6,13 +6,15 @@ iteration should cost what a single-source iteration of the same total batch cos
 measures both on a generated world (real decoding through omnisource.data.datasets, a tiny 3D
 network, SGD steps) and prints iterations/s and the ratio.
 
-    python benchmarks/joint_training.py [--iters 30] [--workers 0 2] [--batch 16]
+    python benchmarks/joint_training.py [--iters 30] [--workers 0 2] [--batch 16] [--rounds 3]
 
 Numbers depend on the machine and its load; nothing here is asserted.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -48,8 +50,22 @@ def build_sources(root: Path, batch: int, workers: int, preset: str, pov: dict, 
     ]
 
 
-def measure(loader, model, opt, iters: int, warmup: int = 3) -> tuple[float, float]:
-    """(iterations/s, share of time spent waiting for data)."""
+def _busy_cpu_s() -> float:
+    """CPU seconds all processes of the machine have run so far (from /proc/stat; Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+    except OSError:  # pragma: no cover - not Linux
+        return float("nan")
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return (sum(vals[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(loader, model, opt, iters: int, warmup: int = 3) -> tuple[float, float, float]:
+    """(iterations/s, share of time spent waiting for data, machine CPU ms per iteration).
+
+    The CPU column counts every process (main, workers, anything else running), so it shows
+    whether a slower mode does more work or only waits more."""
     it = iter(loader)
     n = 0
     t_data = 0.0
@@ -57,6 +73,7 @@ def measure(loader, model, opt, iters: int, warmup: int = 3) -> tuple[float, flo
     while n < iters + warmup:
         if n == warmup:
             t0 = time.perf_counter()
+            c0 = _busy_cpu_s()
             t_data = 0.0
         td = time.perf_counter()
         try:
@@ -75,7 +92,7 @@ def measure(loader, model, opt, iters: int, warmup: int = 3) -> tuple[float, flo
         opt.step()
         n += 1
     total = time.perf_counter() - t0  # type: ignore[operator]
-    return iters / total, t_data / total
+    return iters / total, t_data / total, 1000 * (_busy_cpu_s() - c0) / iters
 
 
 def main() -> None:
@@ -85,6 +102,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2],
                     help="total DataLoader workers (split over the 4 sources in joint mode)")
     ap.add_argument("--world", default=None, help="existing world folder (default: generate one)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="alternate target-only and joint this many times; medians are reported "
+                         "(background load and drift then hit both alike)")
     args = ap.parse_args()
 
     from omnisource.data.multisource import MultiSourceLoader
@@ -102,22 +122,34 @@ def main() -> None:
     warnings.filterwarnings("ignore", message="This DataLoader will create")
     print(f"torch threads {torch.get_num_threads()}, batch {args.batch}, {args.iters} iterations")
     for workers in args.workers:
-        rates = {}
+        rates: dict[bool, list[float]] = {False: [], True: []}
+        waits: dict[bool, list[float]] = {False: [], True: []}
+        cpus: dict[bool, list[float]] = {False: [], True: []}
+        sizes: dict[bool, str] = {}
+        for _ in range(args.rounds):
+            for joint in (False, True):
+                torch.manual_seed(0)
+                model = create_model("slowonly_r50_8x8x1_256e_kinetics400_rgb", num_classes=8,
+                                     depth=18, base_channels=8)
+                opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+                sources = build_sources(root, args.batch, workers, preset, pov, joint)
+                loader = MultiSourceLoader(sources, seed=0)
+                ips, wait, cpu = measure(loader, model, opt, args.iters)
+                rates[joint].append(ips)
+                cpus[joint].append(cpu)
+                waits[joint].append(wait)
+                sizes[joint] = "+".join(str(s.batch_size) for s in sources)
+                del loader
         for joint in (False, True):
-            torch.manual_seed(0)
-            model = create_model("slowonly_r50_8x8x1_256e_kinetics400_rgb", num_classes=8, depth=18,
-                                 base_channels=8)
-            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            sources = build_sources(root, args.batch, workers, preset, pov, joint)
-            loader = MultiSourceLoader(sources, seed=0)
-            ips, wait = measure(loader, model, opt, args.iters)
-            rates[joint] = ips
             label = "4 sources, same total batch" if joint else "target only"
-            sizes = "+".join(str(s.batch_size) for s in sources)
-            print(f"workers {workers}: {label:<28} batch {sizes:<9} {ips:6.2f} it/s  "
-                  f"data wait {100 * wait:4.1f}% of time")
-            del loader
-        print(f"workers {workers}: joint / target-only throughput = {rates[True] / rates[False]:.3f}")
+            rounds = " ".join(f"{r:.2f}" for r in rates[joint])
+            print(f"workers {workers}: {label:<28} batch {sizes[joint]:<9} "
+                  f"{statistics.median(rates[joint]):6.2f} it/s (rounds: {rounds})  "
+                  f"data wait {100 * statistics.median(waits[joint]):4.1f}% of time, "
+                  f"machine CPU {statistics.median(cpus[joint]):5.0f} ms/it")
+        ratio = statistics.median(rates[True]) / statistics.median(rates[False])
+        print(f"workers {workers}: joint / target-only throughput = {ratio:.3f} (medians of "
+              f"{args.rounds} interleaved rounds; load average {os.getloadavg()[0]:.2f})")
     tmp.cleanup()
 
 

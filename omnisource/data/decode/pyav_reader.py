@@ -149,14 +149,18 @@ def default_threads() -> int:
     costs CPU (thread hand-offs, and a pipeline that restarts after every seek), so it pays
     only when cores would otherwise idle. In the main process (0 DataLoader workers) FFmpeg
     picks (0 = one thread per core, frame + slice threading); inside a DataLoader worker the
-    cores are shared between ``num_workers`` processes, so each gets ``cores // workers``
-    threads (1 when the workers already fill the machine).
+    cores are shared between ``num_workers`` processes (or, with the multi-source loader, between
+    the worker processes of all its sources: :func:`omnisource.data.workers.pool_workers`), so each
+    gets ``cores // workers`` threads (1 when the workers already fill the machine).
     """
     data = sys.modules.get("torch.utils.data")  # never import torch just for this
     info = data.get_worker_info() if data is not None else None
     if info is None:
         return 0
-    return max(1, _usable_cpus() // max(1, int(info.num_workers)))
+    from omnisource.data.workers import pool_workers
+
+    workers = pool_workers() or int(info.num_workers)
+    return max(1, _usable_cpus() // max(1, workers))
 
 
 class PyAVReader(VideoReader):
