@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import os
 import subprocess
@@ -66,20 +67,7 @@ register_all_modules(init_default_scope=True)
 from mmengine.dataset import Compose
 
 import os
-def proc_cpu(pid: int) -> float:
-    
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def loader_cpu(loader) -> float:
-    it = getattr(loader, "_iterator", None)
-    workers = getattr(it, "_workers", None) or []
-    return proc_cpu(os.getpid()) + sum(proc_cpu(w.pid) for w in workers)
+# @CPU_HELPERS@ (proc_cpu, loader_cpu: spliced in from this file, see MMAction2.__init__)
 
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
@@ -287,7 +275,10 @@ class MMAction2:
     def __init__(self) -> None:
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         env.pop("PYTHONPATH", None)
-        self.proc = subprocess.Popen([str(MM_PYTHON), "-c", MM_SCRIPT], stdin=subprocess.PIPE,
+        # the reference counts CPU exactly as we do: the same two helpers, by source
+        helpers = inspect.getsource(proc_cpu) + "\n\n" + inspect.getsource(loader_cpu)
+        script = MM_SCRIPT.replace("# @CPU_HELPERS@", helpers + "\n#", 1)
+        self.proc = subprocess.Popen([str(MM_PYTHON), "-c", script], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                      env=env, cwd=tempfile.gettempdir())
         line = self.proc.stdout.readline()

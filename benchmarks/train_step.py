@@ -128,7 +128,7 @@ def ours_worker(payload: dict) -> dict:
     model = create_model(payload["name"])
     cl = payload["channels_last"]
     if cl == "auto":
-        cl = use_channels_last(model, payload["layout"], torch.device("cpu"))
+        cl = use_channels_last(model, payload["layout"])
     res: dict = {"channels_last": bool(cl)}
     for mode in payload["modes"]:
         res[mode] = bench(model, payload["shape"], payload["batch"], payload["amp"], cl,  # noqa: F821

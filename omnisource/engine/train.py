@@ -85,7 +85,7 @@ def model_num_classes(model: nn.Module, cfg: Config | None = None) -> int:
     return last[-1].out_features
 
 
-def use_channels_last(model: nn.Module, layout: str, device: torch.device | None = None) -> bool:
+def use_channels_last(model: nn.Module, layout: str) -> bool:
     """``train.channels_last: auto``: NHWC for 2D networks of real width.
 
     2D nets: oneDNN / cuDNN have fast NHWC convolutions (about 1.25x on a TSN-R50 training step
@@ -95,9 +95,7 @@ def use_channels_last(model: nn.Module, layout: str, device: torch.device | None
     forces it (tests/models/test_memory_format.py checks it computes the same). Tiny debug
     networks (narrowest conv < 16 channels) gain nothing, and torch 2.13's CPU backward was seen
     to corrupt the heap for a ResNet-18 with 4-channel stages in NHWC on one thread.
-    ``device`` is accepted so the rule can differ per device type (it does not today).
     """
-    del device
     if layout != "2d":
         return False
     widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
@@ -252,8 +250,7 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
         elif info.is_main:  # torch's SyncBatchNorm needs CUDA tensors
             log.warning("dist.sync_bn ignored: SyncBatchNorm works on GPU only")
     model.to(dev)
-    channels_last = (tcfg.channels_last if tcfg.channels_last != "auto"
-                     else use_channels_last(model, layout, dev))
+    channels_last = tcfg.channels_last if tcfg.channels_last != "auto" else use_channels_last(model, layout)
     if channels_last:
         # NHWC / NDHWC lets oneDNN / cuDNN pick their fast convolution paths (see use_channels_last)
         model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)

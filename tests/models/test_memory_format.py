@@ -33,7 +33,7 @@ def _pair(name: str, **kw) -> tuple[nn.Module, nn.Module]:
     cl = create_model(name, num_classes=5, base_channels=16, **kw)
     cl.load_state_dict(ref.state_dict())
     # what `auto` picks: NHWC for 2D, contiguous for 3D (no measured gain on CPU)
-    assert use_channels_last(cl, cl.meta["layout"], torch.device("cpu")) == (cl.meta["layout"] == "2d")
+    assert use_channels_last(cl, cl.meta["layout"]) == (cl.meta["layout"] == "2d")
     cl.to(memory_format=CASES[name][1])
     return ref, cl
 
