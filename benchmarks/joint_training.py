@@ -1,8 +1,8 @@
 """Joint multi-source training throughput vs target-only, at the same total batch size (CPU).
 
-The OmniSource loader draws one batch from every source per iteration; each source has its own
-DataLoader (own workers, persistent, prefetching), so with enough workers the multi-source
-iteration should cost what a single-source iteration of the same total batch costs. This script
+The OmniSource loader draws one batch from every source per iteration; one DataLoader serves all
+sources (each worker builds a whole joint step), so the multi-source iteration should cost what a
+single-source iteration of the same total batch costs. This script
 measures both on a generated world (real decoding through omnisource.data.datasets, a tiny 3D
 network, SGD steps) and prints iterations/s and the ratio.
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 
-def build_sources(root: Path, batch: int, workers: int, preset: str, pov: dict, joint: bool):
+def build_sources(root: Path, batch: int, preset: str, pov: dict, joint: bool):
     from omnisource.data.datasets import build_dataset
     from omnisource.data.multisource import Resample, Source
 
@@ -34,19 +34,17 @@ def build_sources(root: Path, batch: int, workers: int, preset: str, pov: dict, 
 
     target = ds(root / "target" / "train.txt", root / "target")
     if not joint:
-        return [Source("target", target, batch, num_workers=workers)]
+        return [Source("target", target, batch)]
     # about the paper's Table 2 ratio 2 : 1 : 1 : 1, with the same total batch as target-only
     aux_bs = max(1, batch // 5)
     t_bs = batch - 3 * aux_bs
-    per = max(1, workers // 4) if workers else 0
     return [
-        Source("target", target, t_bs, num_workers=per),
+        Source("target", target, t_bs),
         Source("web_images", ds(root / "web/images/list.txt", root / "web/images"), aux_bs,
-               num_workers=per, resample=Resample("power", power=0.2)),
+               resample=Resample("power", power=0.2)),
         Source("web_videos", ds(root / "web/videos/list.txt", root / "web/videos"), aux_bs,
-               num_workers=per, resample=Resample("clip", clip=20)),
-        Source("untrimmed", ds(root / "web/untrimmed/list.txt", root / "web/untrimmed"), aux_bs,
-               num_workers=per),
+               resample=Resample("clip", clip=20)),
+        Source("untrimmed", ds(root / "web/untrimmed/list.txt", root / "web/untrimmed"), aux_bs),
     ]
 
 
@@ -100,7 +98,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2],
-                    help="total DataLoader workers (split over the 4 sources in joint mode)")
+                    help="DataLoader workers (shared by the 4 sources in joint mode)")
     ap.add_argument("--world", default=None, help="existing world folder (default: generate one)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="alternate target-only and joint this many times; medians are reported "
@@ -132,8 +130,8 @@ def main() -> None:
                 model = create_model("slowonly_r50_8x8x1_256e_kinetics400_rgb", num_classes=8,
                                      depth=18, base_channels=8)
                 opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-                sources = build_sources(root, args.batch, workers, preset, pov, joint)
-                loader = MultiSourceLoader(sources, seed=0)
+                sources = build_sources(root, args.batch, preset, pov, joint)
+                loader = MultiSourceLoader(sources, seed=0, num_workers=workers)
                 ips, wait, cpu = measure(loader, model, opt, args.iters)
                 rates[joint].append(ips)
                 cpus[joint].append(cpu)

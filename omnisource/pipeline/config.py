@@ -50,7 +50,7 @@ RUN_DEFAULTS: dict[str, Any] = {
         "lr": 0.05,               # for `batch_size` clips per step (no scaling)
         "weight_decay": 0.0005,
         "warmup_epochs": 1,
-        "num_workers": 2,         # DataLoader workers (split over the sources of a joint run)
+        "num_workers": 2,         # DataLoader workers (shared by all sources of a joint run)
         "mixup_alpha": 0.0,       # intra-dataset mixup of the teacher / cross-dataset of students
         "step_mode": "joint",     # joint (one step on the summed loss) | alternate (mmaction2 0.x)
         "max_iters_per_epoch": None,

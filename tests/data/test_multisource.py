@@ -188,6 +188,23 @@ def test_soft_pseudo_labels_and_workers():
         assert b["sources"]["target"]["label"].dtype == torch.long
 
 
+@pytest.mark.parametrize("mode,ratio", [("joint", None), ("alternate", [1, 2])])
+def test_one_worker_pool_serves_all_sources_and_matches_in_process(mode, ratio):
+    """Workers build whole steps; the schedule (and so every batch) does not depend on them."""
+    def make(workers):
+        return MultiSourceLoader([Source("target", Toy([0, 1] * 5), batch_size=3),
+                                  Source("web", Toy([0, 1, 1] * 3, tag=1.0), batch_size=2)],
+                                 seed=2, step_mode=mode, train_ratio=ratio, num_workers=workers)
+
+    def epochs(loader, n=2):
+        return [[(name, _idx(x), x["inputs"].tolist()) for b in loader for name, x in b["sources"].items()]
+                for _ in range(n)]
+
+    pooled = make(2)
+    assert pooled.loader.num_workers == 2 and pooled.loader.persistent_workers
+    assert epochs(pooled) == epochs(make(0))
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match="clip"):
         parse_resample({"clip": -1})
@@ -247,6 +264,11 @@ def test_build_from_config_with_real_datasets(tmp_path):
     loader = build_from_config(cfg, rank=0, world_size=1, seed=0)
     assert len(loader) == 2                                   # 8 target clips / 4
     batch = next(iter(loader))
+    cfg.data.num_workers = 2                                  # decoded in a shared pool: same clips
+    pooled = build_from_config(cfg, rank=0, world_size=1, seed=0)
+    assert pooled.loader.num_workers == 2
+    for name, x in next(iter(pooled))["sources"].items():
+        assert torch.equal(x["inputs"], batch["sources"][name]["inputs"]), name
     t, img = batch["sources"]["target"], batch["sources"]["img"]
     assert t["inputs"].shape[0] == 4 and img["inputs"].shape[0] == 2
     assert t["inputs"].shape[1:] == img["inputs"].shape[1:]   # images inflated to clips
@@ -258,5 +280,7 @@ def test_validate_sources_hook_rejects_unknown_keys():
 
     with pytest.raises(ConfigError, match="resampel"):
         validate_sources([{"name": "t", "ann_file": "x", "resampel": None}])
+    with pytest.raises(ConfigError, match="data.num_workers"):
+        validate_sources([{"name": "t", "ann_file": "x", "num_workers": 2}])
     with pytest.raises(ConfigError, match="step_mode"):
         validate_sources([{"name": "t", "ann_file": "x", "step_mode": "sometimes"}])

@@ -348,8 +348,8 @@ def test_sparse_topk_soft_labels_reach_the_soft_target_loss(tmp_path):
     cfg = SimpleNamespace(data=SimpleNamespace(label_map=None, train=SimpleNamespace(preset="tsn_1x1x3_train"),
                                                backend="pyav", strict=False), model=SimpleNamespace(num_classes=3))
     item = {"name": "web", "ann_file": str(sel.manifest), "data_root": str(tmp_path)}
-    soft = build_source(dict(item, pseudo_label="soft"), cfg, seed=0, num_workers=0, batch_size=2).dataset
-    hard = build_source(item, cfg, seed=0, num_workers=0, batch_size=2).dataset
+    soft = build_source(dict(item, pseudo_label="soft"), cfg, seed=0, batch_size=2).dataset
+    hard = build_source(item, cfg, seed=0, batch_size=2).dataset
     labels = []
     for i, row in enumerate(rows):
         got = soft[i]["label"]
