@@ -29,7 +29,6 @@ epoch boundary sees exactly the batches an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import zlib
@@ -494,8 +493,7 @@ class MultiSourceLoader:
         if self.num_workers > 0:
             extra = dict(persistent_workers=True,
                          prefetch_factor=max(s.prefetch_factor for s in self.sources.values()),
-                         worker_init_fn=functools.partial(worker_init_fn,
-                                                          pool_workers=self.num_workers))
+                         worker_init_fn=worker_init_fn)
         dataset = _JointDataset([self.sources[n].dataset for n in self._order])
         return DataLoader(dataset, batch_sampler=_ScheduleSampler(self),
                           num_workers=self.num_workers, collate_fn=_joint_collate, generator=gen,

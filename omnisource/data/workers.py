@@ -18,16 +18,6 @@ import random
 
 import numpy as np
 
-# Worker processes of *all* DataLoaders running side by side (the multi-source loader gives each
-# source its own pool); None = only this DataLoader's ``num_workers``. Set per worker process by
-# :func:`worker_init_fn`; the PyAV reader sizes its decoding threads from it.
-_pool_workers: int | None = None
-
-
-def pool_workers() -> int | None:
-    """Total worker processes sharing the machine with this one, when a loader declared it."""
-    return _pool_workers
-
 
 def configure_opencv() -> None:
     """Make OpenCV single-threaded in this process (idempotent; call before any cv2 work)."""
@@ -39,18 +29,10 @@ def configure_opencv() -> None:
         cv2.setNumThreads(1)
 
 
-def worker_init_fn(worker_id: int, pool_workers: int | None = None) -> None:
+def worker_init_fn(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed global RNGs, one torch thread. Never touches cv2
-    (see the module docstring: the parent already made it single-threaded).
-
-    ``pool_workers``: all worker processes of the loaders running together (bind it with
-    ``functools.partial``); without it, a multi-source loader's 4 one-worker pools would each
-    decode with every core's worth of threads and oversubscribe the CPU.
-    """
+    (see the module docstring: the parent already made it single-threaded)."""
     import torch
-
-    global _pool_workers
-    _pool_workers = pool_workers
 
     info = torch.utils.data.get_worker_info()
     seed = (info.seed if info is not None else torch.initial_seed() + worker_id) % (2**32)

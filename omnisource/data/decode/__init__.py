@@ -25,8 +25,9 @@ def open_video(path: str | Path, backend: str = "pyav", **kw: Any) -> VideoReade
     """Open ``path`` with ``backend``; raises :class:`~omnisource.errors.DataError` with the
     reason when it cannot be read.
 
-    Keyword options: pyav -- ``threads`` (None = by context, see
-    :func:`.pyav_reader.default_threads`; 0 = FFmpeg's choice; 1 = none), ``seek_threshold``
+    Keyword options: pyav -- ``threads`` (None or 1: single-threaded FFmpeg, independent
+    keyframe runs side by side when cores are free, see :func:`.pyav_reader.default_threads`;
+    0 = FFmpeg's own threading; N = N FFmpeg threads), ``seek_threshold``
     (packets), ``skip_nonref``, ``strict`` (damaged frames raise instead of being replaced),
     ``cache_index`` (reuse this process's demux index of the file, default True);
     decord -- ``threads``; rawframes -- ``template``, ``start_index`` (1), ``modality``
