@@ -126,22 +126,47 @@ def _deep_merge(old: Any, new: Any, depth: int) -> Any:
 def _merge(base: dict, new: Mapping, file: str, prefix: str = "") -> None:
     for key, value in new.items():
         dotted = f"{prefix}{key}"
-        if key not in base and prefix.rstrip(".") not in OPEN:
+        if key not in base:
             close = difflib.get_close_matches(str(key), list(base), n=1)
             hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
             raise ConfigError(f"unknown key {dotted!r}{hint}", file=file)
-        if dotted in OPEN or prefix.rstrip(".") in OPEN:
-            # open sections take any key, and merge deeply: `--set sources.web_images.batch_size=2`
-            # changes that one value and keeps the source's other settings
-            section = dotted if dotted in OPEN else prefix.rstrip(".")
-            levels = (2 if section == "sources" else 1) - (section != dotted)
-            base[key] = _deep_merge(base.get(key), value, levels)
+        if dotted in OPEN:
+            # open sections take any key. `sources` merge deeply: a file's `sources: {web_videos:
+            # {batch_size: 2}}` changes that one value and keeps the source's other settings.
+            # The other open sections are override bags of one recipe (the demo's
+            # `presets.overrides` set clip_len 8 for its 3D preset): a new bag replaces the default
+            # one, so a 2D recipe does not inherit them. `--set presets.overrides.scale=64`
+            # changes one key of a bag (:func:`_into_open_section`).
+            base[key] = _deep_merge(base.get(key), value, 2 if dotted == "sources" else 0)
         elif isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{dotted!r} must be a mapping", file=file)
             _merge(base[key], value, file, dotted + ".")
         else:
             base[key] = value
+
+
+def _into_open_section(cfg: dict, parts: list[str], value: Any) -> tuple[list[str], Any]:
+    """``--set a.bag.key=v`` where ``a.bag`` is an open section: the bag with that one key
+    changed, so that setting a key never replaces the rest of its bag (a bag given whole does)."""
+    for i in range(1, len(parts)):
+        section = ".".join(parts[:i])
+        if section not in OPEN:
+            continue
+        node: Any = cfg
+        for part in parts[:i]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            break                       # not there: the normal path reports the bad key
+        bag = copy.deepcopy(node)
+        cur = bag
+        for part in parts[i:-1]:
+            if not isinstance(cur.get(part), dict):
+                cur[part] = {}
+            cur = cur[part]
+        cur[parts[-1]] = value
+        return parts[:i], bag
+    return parts, value
 
 
 def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) -> RunSettings:
@@ -164,9 +189,10 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw)
+        parts = key.split(".")
+        parts, value = _into_open_section(cfg, parts, value)
         node: dict = {}
         cur = node
-        parts = key.split(".")
         for part in parts[:-1]:
             cur[part] = {}
             cur = cur[part]

@@ -122,3 +122,32 @@ def test_resume_after_kill_within_a_stage(finished, tmp_path):
     assert f"[{killed_in}] running" in out.stdout
     res = json.loads((work / "results.json").read_text())
     assert all(s["status"] in ("done", "cached") for s in res["stages"].values()), res["stages"]
+
+
+def test_2d_student_end_to_end(tmp_path):
+    """A TSN (2D) student through every stage: untrimmed videos become 2D snippets, web images
+    go in as still clips, and the recipe's preset overrides replace the 3D demo's (no clip_len 8)."""
+    import yaml
+
+    from omnisource.data.annotations import iter_manifest
+
+    sets = SETS + ("model.name=tiny_tsn_r18_1x1x3_omnisource_world", "presets.train=tsn_1x1x3_train",
+                   "presets.test=tsn_1x1x3_val", "presets.overrides={scale: 46, crop_size: 40, test_crop_size: 40}",
+                   "untrimmed.agree=false")
+    res = run_pipeline(tmp_path, None, None, sets, world_spec=SPEC, say=lambda _: None, progress=False)
+    assert all(s["status"] == "done" for s in res["stages"].values()), res["stages"]
+    stages = tmp_path / "stages"
+    student = yaml.safe_load((stages / "student" / "run_config.yaml").read_text())
+    assert student["model"]["name"] == "tiny_tsn_r18_1x1x3_omnisource_world"
+    assert student["data"]["train"]["preset"] == "tsn_1x1x3_train"
+    names = [s["name"] for s in student["sources"]]
+    assert names[0] == "target" and {"web_images", "web_videos"} <= set(names)
+    for s in student["sources"]:
+        assert "clip_len" not in (s.get("overrides") or {}), s
+    meta = json.loads((stages / "untrimmed" / "out" / "meta.json").read_text())
+    assert meta["stage"] == "untrimmed-2d" and meta["config"]["settings"]["mode"] == "2d"
+    for rec in iter_manifest(stages / "untrimmed" / "out" / "manifest.jsonl"):
+        assert rec.frame_inds, rec                       # snippets: explicit frames, not clips
+    runs = {r["run"]: r for r in res["table"]}
+    assert {"teacher", "student", "unfiltered"} <= set(runs)
+    assert all(0.0 <= r["top1"] <= 1.0 for r in runs.values())

@@ -15,6 +15,11 @@ def test_defaults_file_and_set_overrides(tmp_path):
     assert s.train.epochs == 3 and s.train.batch_size == 16
     assert s.sources.web_videos["batch_size"] == 2 and s.filter.agree is False
     assert s.presets.overrides["scale"] == 64 and s.presets.overrides["clip_len"] == 8
+    # a whole override bag replaces the demo's (a 2D recipe must not inherit clip_len 8)
+    f.write_text("presets:\n  train: tsn_1x1x3_train\n  overrides: {scale: 46}\n")
+    s = load_run_settings(f, ["image_teacher.preset_overrides={crop_size: 32}"])
+    assert s.presets.overrides == {"scale": 46} and s.presets.train == "tsn_1x1x3_train"
+    assert s.image_teacher.preset_overrides == {"crop_size": 32}
     # one value of a source changes; its other settings stay (they were lost before)
     d = load_run_settings(None)
     s = load_run_settings(None, ["sources.web_images.batch_size=3", "sources.untrimmed.resample={clip: 5}"])
