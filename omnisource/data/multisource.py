@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import weakref
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
@@ -420,17 +421,53 @@ class _ScheduleSampler(Sampler[list]):
 
     It reads the owning loader's epoch / start position when iteration begins (in the main
     process, also with persistent workers), so the schedule is a pure function of
-    ``(seed, epoch, start)``.
+    ``(seed, epoch, start)``. The owner is held weakly: a cycle owner -> DataLoader -> sampler
+    -> owner would leave a dropped loader's worker pool to the garbage collector, which may
+    then run inside a later loader's forked worker (and fail there to stop the pool).
     """
 
     def __init__(self, owner: "MultiSourceLoader"):
-        self.owner = owner
+        self._owner = weakref.ref(owner)
+
+    @property
+    def owner(self) -> "MultiSourceLoader":
+        owner = self._owner()
+        if owner is None:
+            raise RuntimeError("the MultiSourceLoader of this DataLoader no longer exists")
+        return owner
 
     def __iter__(self) -> Iterator[list]:
         return self.owner._schedule()
 
     def __len__(self) -> int:
         return len(self.owner)
+
+
+def _steps(tkeys: list, tbs: int, aux: list[tuple[int, Iterator, int, int]], first: int, skip: int,
+           every: int | None) -> Iterator[list]:
+    """The schedule of one epoch (see :meth:`MultiSourceLoader._schedule`).
+
+    ``aux``: ``(source_id, key stream, batch size, train_ratio)`` per auxiliary source;
+    ``every=None``: joint mode (one step holds a batch of every source); else alternate mode
+    (mmaction2 0.x OmniSourceRunner): a target step, and every ``every``-th target iteration
+    ``train_ratio`` steps of each auxiliary source. ``first`` is the first target iteration,
+    ``skip`` the steps of it already trained on (resume).
+    """
+    def aux_batch(sid: int, stream: Iterator, bs: int) -> list:
+        return [(sid, next(stream)) for _ in range(bs)]
+
+    for i, at in enumerate(range(0, len(tkeys), tbs), start=first):
+        tbatch = [(0, k) for k in tkeys[at:at + tbs]]
+        if every is None:
+            yield tbatch + [x for sid, st, bs, _ in aux for x in aux_batch(sid, st, bs)]
+            continue
+        steps = [tbatch]
+        if i % every == 0:
+            steps += [aux_batch(sid, st, bs) for sid, st, bs, ratio in aux for _ in range(ratio)]
+        for j, step in enumerate(steps):
+            if i == first and j < skip:
+                continue            # resumed inside this iteration: already trained on
+            yield step
 
 
 class MultiSourceLoader:
@@ -567,39 +604,23 @@ class MultiSourceLoader:
 
     # -- the schedule ------------------------------------------------------------------------
     def _schedule(self) -> Iterator[list]:
-        """This epoch's steps as lists of ``(source_id, key)``; state is read now, not lazily."""
-        first, skip = self._start_batch, self._skip_inner
+        """This epoch's steps as lists of ``(source_id, key)``; state is read now, not lazily.
+
+        The returned generator holds plain values only, never this loader: the DataLoader keeps
+        it, and a reference back to the owner would make a cycle (see :class:`_ScheduleSampler`).
+        """
+        first = self._start_batch
         tbs = self.sources[self.target].batch_size
         tkeys = list(self.target_sampler)
         if self.drop_last:
             tkeys = tkeys[:len(tkeys) // tbs * tbs]
-        streams = {}
-        for n in self.aux:
+        aux = []
+        for sid, n in enumerate(self._order[1:], start=1):
             want = self.epoch * self.aux_batches_per_epoch(n) + self._aux_batches_before(n, first)
             self.streams[n].start = want * self.sources[n].batch_size
-            streams[n] = iter(self.streams[n])
-        return self._steps(first, skip, tkeys, streams)
-
-    def _steps(self, first: int, skip: int, tkeys: list, streams: dict[str, Iterator]) -> Iterator[list]:
-        tbs = self.sources[self.target].batch_size
-        sid = {n: i for i, n in enumerate(self._order)}
-
-        def aux_batch(n: str) -> list:
-            return [(sid[n], next(streams[n])) for _ in range(self.sources[n].batch_size)]
-
-        for i, at in enumerate(range(0, len(tkeys), tbs), start=first):
-            tbatch = [(0, k) for k in tkeys[at:at + tbs]]
-            if self.step_mode == "joint":
-                yield tbatch + [x for n in self.aux for x in aux_batch(n)]
-                continue
-            # alternate (mmaction2 0.x OmniSourceRunner): target step, then aux steps
-            steps = [tbatch]
-            if self._aux_steps(i):
-                steps += [aux_batch(n) for n in self.aux for _ in range(self.train_ratio[n])]
-            for j, step in enumerate(steps):
-                if i == first and j < skip:
-                    continue            # resumed inside this iteration: already trained on
-                yield step
+            aux.append((sid, iter(self.streams[n]), self.sources[n].batch_size, self.train_ratio[n]))
+        every = self.train_ratio[self.target] if self.step_mode == "alternate" else None
+        return _steps(tkeys, tbs, aux, first, self._skip_inner, every)
 
     def _wrap(self, groups: dict[int, dict]) -> dict:
         sources = {}

@@ -205,6 +205,25 @@ def test_one_worker_pool_serves_all_sources_and_matches_in_process(mode, ratio):
     assert epochs(pooled) == epochs(make(0))
 
 
+def test_dropped_loader_stops_its_workers_without_the_garbage_collector():
+    import gc
+    import time
+
+    loader = MultiSourceLoader([Source("target", Toy([0, 1] * 4), batch_size=2),
+                                Source("web", Toy([0] * 3), batch_size=1)], num_workers=1)
+    next(iter(loader))
+    worker = loader.loader._iterator._workers[0]
+    gc.disable()                     # no reference cycle may keep the pool alive
+    try:
+        del loader
+        deadline = time.time() + 10
+        while worker.is_alive() and time.time() < deadline:
+            time.sleep(0.05)
+        assert not worker.is_alive()
+    finally:
+        gc.enable()
+
+
 def test_config_errors():
     with pytest.raises(ConfigError, match="clip"):
         parse_resample({"clip": -1})
