@@ -61,6 +61,9 @@ RUN_DEFAULTS: dict[str, Any] = {
         "agree": True,            # teacher argmax must equal the query class
         "soft_labels": "none",    # none | dense: teacher probabilities as soft targets
                                   # (sources.<name>.soft_labels overrides it per source)
+        # teachers that score web videos: [teacher] (the 3D target-only model), or
+        # [teacher, teacher-2d] to average in the 2D image teacher (paper 3.4: 2D/3D ensembles)
+        "video_teachers": ["teacher"],
     },
     # auxiliary sources of the student (absent lists are skipped). loss_weight None = batch
     # size / target batch size: the per-source mean losses then add up to the sum over all
@@ -200,6 +203,10 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
         _merge(cfg, node, "--set")
     if cfg["train"]["step_mode"] not in ("joint", "alternate"):
         raise ConfigError("train.step_mode must be 'joint' or 'alternate'")
+    vt = cfg["filter"]["video_teachers"]
+    if (not isinstance(vt, list) or not vt or len(set(vt)) != len(vt)
+            or any(t not in ("teacher", "teacher-2d") for t in vt)):
+        raise ConfigError(f"filter.video_teachers must list 'teacher' and/or 'teacher-2d', got {vt!r}")
     if cfg["filter"]["soft_labels"] not in ("none", "dense"):
         raise ConfigError("filter.soft_labels must be 'none' or 'dense'")
     for name, sc in cfg["sources"].items():

@@ -198,8 +198,9 @@ class Pipeline:
         for src in sources_present:
             self.stage(f"ingest-{src}", {"data": self._data_ident(), "src": src},
                        lambda d, src=src: self._ingest(d, src))
+        video_teachers = tuple(self.s.filter.video_teachers)
         for src in sources_present:
-            teacher = "teacher-2d" if src == "web_images" else "teacher"
+            teacher = ("teacher-2d",) if src == "web_images" else video_teachers
             self.stage(f"dedup-{src}", {"dedup": dict(self.s.dedup), "src": src, "data": self._data_ident()},
                        lambda d, src=src: self._dedup(d, src), needs=(f"ingest-{src}",))
             web_in = f"dedup-{src}" if self.ok(f"dedup-{src}") else f"ingest-{src}"
@@ -207,11 +208,11 @@ class Pipeline:
                 self.stage("untrimmed", {"u": dict(self.s.untrimmed), "in": web_in, "base": base_ident},
                            lambda d: self._untrimmed(d, web_in), needs=(web_in, "teacher"))
                 continue
-            self.stage(f"score-{src}", {"in": web_in, "base": base_ident, "src": src,
+            self.stage(f"score-{src}", {"in": web_in, "base": base_ident, "src": src, "teachers": list(teacher),
                                         "image_teacher": dict(self.s.image_teacher),
                                         "keep_probs": self._soft_labels(src) == "dense"},
                        lambda d, src=src, web_in=web_in, teacher=teacher: self._score(d, src, web_in, teacher),
-                       needs=(web_in, teacher))
+                       needs=(web_in,) + teacher)
             self.stage(f"select-{src}", {"filter": dict(self.s.filter), "src": src,
                                          "soft_labels": self._soft_labels(src)},
                        lambda d, src=src: self._select(d, src), needs=(f"score-{src}",))
@@ -408,14 +409,16 @@ class Pipeline:
         return {"manifest": str(sdir / "out" / "manifest.jsonl"), "data_root": ing["data_root"],
                 "summary": _jsonable(summary)}
 
-    def _ensemble(self, teacher: str, data_root: str):
+    def _ensemble(self, teachers: str | tuple[str, ...], data_root: str):
+        """The teacher stages' models as one ensemble (probabilities averaged over teachers)."""
         from omnisource.web.teacher import ModelSource, build_ensemble
 
-        t = self.stages[teacher].result
-        return build_ensemble([ModelSource(spec=t["config"], checkpoint=t["checkpoint"])],
-                              data_root=data_root, batch_size=32)
+        names = (teachers,) if isinstance(teachers, str) else teachers
+        srcs = [ModelSource(spec=self.stages[n].result["config"],
+                            checkpoint=self.stages[n].result["checkpoint"]) for n in names]
+        return build_ensemble(srcs, data_root=data_root, batch_size=32)
 
-    def _score(self, sdir: Path, src: str, web_in: str, teacher: str) -> dict[str, Any]:
+    def _score(self, sdir: Path, src: str, web_in: str, teacher: tuple[str, ...]) -> dict[str, Any]:
         from omnisource.web.filter import score_stage
 
         inp = self.stages[web_in].result

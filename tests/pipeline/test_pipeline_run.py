@@ -90,6 +90,28 @@ def test_resume_after_kill_between_stages(finished, tmp_path):
     assert (copy / "results.json").is_file()
 
 
+def test_video_teachers_ensemble_rescores_only_what_depends_on_it(finished, tmp_path):
+    """filter.video_teachers=[teacher, teacher-2d]: web videos scored by the 3D and 2D teachers
+    averaged; the cached stages that do not depend on the video scores are reused."""
+    work, _, _ = finished
+    copy = tmp_path / "run"
+    shutil.copytree(work, copy)
+    res = run_pipeline(copy, None, None, SETS + ("filter.video_teachers=[teacher, teacher-2d]",),
+                       world_spec=SPEC, say=lambda _: None, progress=False)
+    status = {n: s["status"] for n, s in res["stages"].items()}
+    assert status["score-web_videos"] == status["select-web_videos"] == status["student"] == "done"
+    assert all(status[n] == "cached" for n in ("teacher", "teacher-2d", "dedup-web_videos", "untrimmed"))
+    meta = json.loads((copy / "stages" / "score-web_videos" / "out" / "meta.json").read_text())
+    layouts = sorted(v["layout"] for v in meta["config"]["ensemble"]["views"])
+    assert len(meta["config"]["ensemble"]["teachers"]) == 2 and layouts == ["2d", "3d"]
+    from omnisource.errors import ConfigError
+    from omnisource.pipeline.config import load_run_settings
+
+    for bad in ("[teacher-3d]", "[]", "[teacher, teacher]", "teacher"):
+        with pytest.raises(ConfigError, match="video_teachers"):
+            load_run_settings(None, [f"filter.video_teachers={bad}"])
+
+
 @pytest.mark.slow
 def test_resume_after_kill_within_a_stage(finished, tmp_path):
     """SIGKILL the CLI while a stage runs; the rerun reuses finished stages and completes."""
