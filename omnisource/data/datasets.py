@@ -342,7 +342,12 @@ class ClipDataset(Dataset):
         try:
             if count is None:
                 count = len(reader)
+            # every attempt samples from the same generator state: the clip (and the augmentation
+            # drawn after it) must not depend on whether this process already knew the real
+            # frame count (learnt by an earlier item, a cached index, or another worker's history)
+            state = rng.bit_generator.state
             for _ in range(4):
+                rng.bit_generator.state = state
                 avail = None if pool is None else pool[pool < count]
                 n = count if avail is None else len(avail)
                 if n < 1:

@@ -61,9 +61,12 @@ RUN_DEFAULTS: dict[str, Any] = {
         "agree": True,            # teacher argmax must equal the query class
         "soft_labels": "none",    # none | dense: teacher probabilities as soft targets
                                   # (sources.<name>.soft_labels overrides it per source)
-        # teachers that score web videos: [teacher] (the 3D target-only model), or
-        # [teacher, teacher-2d] to average in the 2D image teacher (paper 3.4: 2D/3D ensembles)
-        "video_teachers": ["teacher"],
+        # teachers that score web videos, probabilities averaged (paper 3.4: 2D/3D ensembles):
+        # the target-only video model and the 2D image teacher. They err on different clips
+        # (the 3D teacher is confidently wrong on some irrelevant clips of the query class): on
+        # the demo, video pseudo-label precision 83 -> 87% (seed 0), 78 -> 85% (seed 1).
+        # [teacher] alone is the single-teacher filter.
+        "video_teachers": ["teacher", "teacher-2d"],
     },
     # auxiliary sources of the student (absent lists are skipped). loss_weight None = batch
     # size / target batch size: the per-source mean losses then add up to the sum over all

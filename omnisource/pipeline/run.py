@@ -9,7 +9,9 @@ and resumes through its own machinery: the web stages through their journals, tr
     check        decode every listed sample (omnisource data check) and summarise
     ingest-*     validate each web list into a manifest (web/ingest.py)
     teacher      train the video teacher on the target set; it is also the target-only baseline
-    teacher-2d   train a 2D teacher for web images (3D teachers never score images, paper 3.4)
+    teacher-2d   train a 2D teacher on target frames: it scores web images (3D teachers never
+                 do, paper 3.4), joins the video teacher in scoring web videos
+                 (filter.video_teachers) and gives dedup its features
     dedup-*      remove web samples that look like target val samples (web/dedup.py)
     score-*, select-*   teacher filtering + pseudo-labels (web/filter.py)
     untrimmed    positive clips of untrimmed videos (web/untrimmed.py)
@@ -192,7 +194,7 @@ class Pipeline:
                       "presets": dict(self.s.presets), "train": dict(self.s.train)}
         self.stage("teacher", base_ident, lambda d: self._train_run(d, "teacher", []))
         sources_present = [s for s in self.s.sources if self.web_list(s) is not None]
-        if "web_images" in sources_present:
+        if sources_present:   # scores images, gives dedup its features, joins the video ensemble
             self.stage("teacher-2d", {**base_ident, "image_teacher": dict(self.s.image_teacher)},
                        self._train_image_teacher)
         for src in sources_present:

@@ -151,6 +151,25 @@ def test_truncated_and_overdeclared_avi_give_full_clips(mixed, golf):
     assert half.shape[0] == 8 and ds[1]["skipped"] == 0
 
 
+def test_frame_count_fix_does_not_change_the_item(mixed):
+    """Train-mode item (seed, epoch, index) is the same whether the real frame count was known
+    up front or learnt from a FrameCountError while reading it (cold vs warm process)."""
+    root, _, _ = mixed
+    lst = root / "avi_train.txt"
+    lst.write_text("good/golf.avi 0\n")
+    sampler = SampleFrames(clip_len=1, num_clips=3)                      # random offsets
+    stale = {os.path.abspath(root / "good" / "golf.avi"): {"frames": 120, "frames_exact": True, "readable": True}}
+    for epoch in range(3):
+        cold = build_dataset(lst, root, Frames(sampler), probe_cache=stale, seed=7)
+        warm = build_dataset(lst, root, Frames(sampler), seed=7)
+        cold.set_epoch(epoch)
+        warm.set_epoch(epoch)
+        got = cold[0]["inputs"].numpy()
+        assert cold.frame_count_fixes                                    # the count was learnt here
+        assert np.array_equal(got, warm[0]["inputs"].numpy()), epoch
+        assert np.array_equal(cold[0]["inputs"].numpy(), got)            # and once known: the same
+
+
 def test_probe_cache_marks_unreadable_without_decoding(mixed):
     root, lst, good = mixed
     cache = {os.path.abspath(root / "good" / "carphone.mp4"): {"readable": False, "reason": "probe said so"}}
