@@ -62,9 +62,17 @@ class DecodeOnly:
 _DS: ClipDataset | None = None
 
 
-def _init_worker(ds: ClipDataset) -> None:
+def _init_worker(ds: ClipDataset, pool_process: bool = True) -> None:
+    """Hand the dataset to :func:`_check_one`; in a pool process also one torch thread.
+
+    Never in the calling process (``workers=0``): the thread count would stay at 1 for the
+    rest of the process, and ``omnisource run`` trains in the same process after its check
+    stage (it did: every fresh run trained single-threaded, and numerically differed from a
+    resumed run)."""
     global _DS
     _DS = ds
+    if not pool_process:
+        return
     try:
         import torch
 
@@ -169,7 +177,7 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
                     results.append(r)
                     bar.update(1)
         else:
-            _init_worker(ds)
+            _init_worker(ds, pool_process=False)
             for i in range(len(ds)):
                 results.append(_check_one(i))
                 bar.update(1)

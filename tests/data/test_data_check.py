@@ -29,7 +29,16 @@ def mixed(tmp_path: Path, shared_data: Path):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_check_reports_broken_samples(mixed, workers):
     root, lst = mixed
-    rep = check_annotations(lst, root, workers=workers, label_map=["x", "y", "z"], progress=False)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rep = check_annotations(lst, root, workers=workers, label_map=["x", "y", "z"], progress=False)
+        # the caller's thread count is untouched (omnisource run trains in this process next)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
     assert (rep["total"], rep["ok"], rep["failed"]) == (6, 2, 4)
     assert rep["by_reason"] == {"empty file": 1, "missing": 1, "unreadable": 2}
     assert rep["by_class"] == {"x": {"total": 2, "failed": 1}, "y": {"total": 3, "failed": 2},
