@@ -64,7 +64,7 @@ RUN_DEFAULTS: dict[str, Any] = {
         # teachers that score web videos, probabilities averaged (paper 3.4: 2D/3D ensembles):
         # the target-only video model and the 2D image teacher. They err on different clips
         # (the 3D teacher is confidently wrong on some irrelevant clips of the query class): on
-        # the demo, video pseudo-label precision 83 -> 87% (seed 0), 78 -> 85% (seed 1).
+        # the demo, video pseudo-label precision 82/80/86% -> 83/85/87% for seeds 0/1/2.
         # [teacher] alone is the single-teacher filter.
         "video_teachers": ["teacher", "teacher-2d"],
     },
