@@ -594,3 +594,157 @@ def test_reader_state_survives_fork(tmp_path):
         child.kill()
         pytest.fail("decoding in a forked child hung")
     assert child.exitcode == 0 and q.get(timeout=5) == (2, 80, 128, 3)
+
+
+# ------------------------------------------------------------------- AVI timestamps
+def _encode_avi(path: Path, n: int, codec: str, **ctx) -> None:
+    """An AVI as FFmpeg writes one (chunk-numbered timestamps), frames ``_pattern(i)``."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height = 96, 64
+        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for k, v in ctx.items():
+            setattr(s.codec_context, k, v)
+        for i in range(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+def _count_decoded_packets(reader, monkeypatch) -> list[int]:
+    fed = [0]
+    real = type(reader)._decode_packet
+
+    def counting(self, packet):
+        fed[0] += 1
+        return real(self, packet)
+    monkeypatch.setattr(type(reader), "_decode_packet", counting)
+    return fed
+
+
+AVI_KINDS = {
+    "mjpeg": dict(codec="mjpeg"),                                          # intra-only
+    "mpeg4-gop6": dict(codec="mpeg4", gop_size=6, bit_rate=400_000),       # P-frames only
+    "mpeg4-gop6-bframes": dict(codec="mpeg4", gop_size=6, bit_rate=400_000, max_b_frames=2),
+}
+
+
+@pytest.mark.parametrize("kind", list(AVI_KINDS))
+def test_avi_with_usable_timestamps_seeks_instead_of_decoding_from_the_start(tmp_path, kind,
+                                                                            monkeypatch):
+    # MJPEG and GOP-N MPEG-4 AVIs are common; read in decode order from frame 0 they cost
+    # 3-6x decord's keyframe seeks. Their chunk numbers are presentation times (no reordering,
+    # or reordered by FFmpeg's MPEG-4 parser), so the reader uses them -- exactly.
+    path = tmp_path / f"{kind}.avi"
+    _encode_avi(path, 60, **AVI_KINDS[kind])
+    ref = _sequential(path)
+    assert len(ref) == 60
+    from omnisource.data.decode.pyav_index import clear_index_cache
+
+    clear_index_cache()
+    rng = np.random.default_rng(0)
+    for idx in ([50, 57, 59], [2, 30, 55], rng.integers(0, 60, 7), [59, 0, 31]):
+        with open_video(path) as r:
+            assert r.mode == "pts" and r._index.verify
+            fed = _count_decoded_packets(r, monkeypatch)
+            got = r.get_frames(idx)
+            assert np.array_equal(got, np.stack([ref[i] for i in idx])), (kind, idx)
+            assert r.mode == "pts"                     # no fallback: the checks passed
+            monkeypatch.undo()
+        if list(idx) == [50, 57, 59]:                  # one keyframe run near the end
+            assert r.seeks >= 1 and fed[0] < 20, (r.seeks, fed[0])
+
+
+def test_avi_h264_with_bframes_is_read_in_decode_order(tmp_path):
+    # H.264 in AVI: the chunk numbers are decode order, frames come out reordered; the
+    # timestamps cannot name frames (decord returns decode-order frames here).
+    path = tmp_path / "h264-b.avi"
+    _encode_avi(path, 40, "libx264", gop_size=10, max_b_frames=2)
+    ref = _sequential(path)
+    with av.open(str(path)) as c:
+        if not c.streams.video[0].codec_context.has_b_frames:
+            pytest.skip("this libx264 wrote no B-frames")
+    with open_video(path) as r:
+        assert r.mode == "ordinal" and "decode order" in r._index.reason
+        idx = [3, 17, 39, 8]
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+
+
+@needs_data
+def test_avi_timestamp_checks_fall_back_to_decode_order(monkeypatch):
+    # UCF101's packed MPEG-4 B-frames: not-coded VOPs reorder the output, so the index
+    # refuses the timestamps. Forced to use them, the reader's own checks must notice
+    # (an output timestamp going backwards) and fall back -- exact frames either way.
+    from omnisource.data.decode import pyav_index
+
+    path = DATA / "mmaction2/tests/data/test.avi"
+    if not path.exists():
+        pytest.skip("not staged")
+    ref = _sequential(path)
+    with open_video(path, cache_index=False) as r:
+        assert r.mode == "ordinal" and "packed" in r._index.reason
+    monkeypatch.setattr(pyav_index, "_avi_timestamp_problem", lambda *a: "")
+    idx = [5, 80, 150, 20]
+    with open_video(path, cache_index=False) as r:
+        assert r.mode == "pts" and r._index.verify
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+        assert r.mode == "ordinal"
+
+
+def test_avi_wrong_keyframe_in_index_falls_back(tmp_path, monkeypatch):
+    # An AVI index may flag the wrong chunks as keyframes. The demuxer usually lands on a real
+    # keyframe anyway (decoding from there is right); when it lands on the false one, the
+    # frame decoded there lacks its references and must be noticed (not a keyframe).
+    import dataclasses
+
+    from omnisource.data.decode.pyav_reader import PyAVReader
+
+    path = tmp_path / "gop10.avi"
+    _encode_avi(path, 50, "mpeg4", gop_size=10, bit_rate=400_000)
+    ref = _sequential(path)
+
+    def seek_to_chunk(self, index, k):  # a demuxer that trusts the false flag
+        self.seeks += 1
+        if self._container is None:
+            self._fresh()
+        self._container.seek(index.key_seek[k], backward=True, any_frame=True, stream=self._stream)
+        self._it = self._container.demux(self._stream)
+        self._next_dpos = None
+        self._reset_decoder_state()
+
+    with open_video(path, cache_index=False) as r:
+        idx0 = r._build_index()
+        assert idx0.mode == "pts" and idx0.key_seek == idx0.key_dpos   # no reordering
+        fake = next(d for d in range(45, 0, -1) if d not in idx0.key_dpos)   # a P-frame
+        keys = sorted(idx0.key_dpos + [fake])
+        pts_of = [int(p) for p in idx0.pts]      # no reordering: decode position = frame
+        r._index = dataclasses.replace(idx0, key_dpos=keys, key_seek=keys,
+                                       key_pts=[pts_of[k] for k in keys])
+        monkeypatch.setattr(PyAVReader, "_seek_to_key", seek_to_chunk)
+        want = [fake, fake + 1]
+        assert np.array_equal(r.get_frames(want), np.stack([ref[i] for i in want]))
+        assert r.mode == "ordinal" and "not a keyframe" in r._index.reason
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_open_gop_bframes_start_the_run_at_the_keyframe_they_need(tmp_path, suffix):
+    # MPEG-4 Part 2 with B-frames: a B-frame decoded right after a keyframe can display before
+    # it and reference the previous GOP. Reading it together with that keyframe must start at
+    # the earlier keyframe -- neither a wrong frame nor a fall-back to decoding from frame 0.
+    path = tmp_path / f"open-gop{suffix}"
+    _encode_avi(path, 40, "mpeg4", gop_size=6, bit_rate=400_000, max_b_frames=2)
+    ref = _sequential(path)
+    with open_video(path, cache_index=False) as r:
+        index = r._build_index()
+    assert index.mode == "pts"
+    frame_at = {int(d): j for j, d in enumerate(index.dpos)}    # decode position -> frame
+    leading = [(frame_at[d], frame_at[d + 1]) for d in index.key_dpos   # (keyframe, B after it)
+               if d + 1 in frame_at and frame_at[d + 1] < frame_at[d]]
+    if not leading:
+        pytest.skip("this encoder wrote closed GOPs only")
+    for key, b in leading:
+        with open_video(path) as r:  # cached index, fresh reader, as a dataset reads
+            got = r.get_frames([b, key])
+            assert np.array_equal(got, np.stack([ref[b], ref[key]])), (b, key)
+            assert r.mode == "pts", r._index.reason

@@ -24,7 +24,9 @@ from omnisource.errors import DataError
 
 log = logging.getLogger("omnisource.data.decode")
 
-# Formats whose per-packet timestamps cannot be trusted to name frames.
+# Formats that store no presentation timestamps: FFmpeg numbers the chunks (decode order) and
+# only a codec parser may turn that into real pts. Their timestamps are used only when
+# :func:`_avi_timestamp_problem` finds nothing wrong, and then checked while decoding.
 ORDINAL_FORMATS = {"avi"}
 # MPEG-4 Part 2 family: a 1-byte packet is a skipped-frame placeholder (no output frame).
 SKIP_PLACEHOLDER_CODECS = {"mpeg4", "msmpeg4v3", "msmpeg4v2", "msmpeg4"}
@@ -48,7 +50,10 @@ class StreamIndex:
     dpos: np.ndarray = field(default_factory=lambda: _EMPTY)
     key_dpos: list[int] = field(default_factory=list)
     key_pts: list[int] = field(default_factory=list)
+    key_seek: list[int] = field(default_factory=list)  # seek timestamps when not key_pts (AVI)
     reason: str = ""
+    verify: bool = False   # timestamps inferred (AVI): the reader checks each output frame
+
 
     @property
     def cost(self) -> int:
@@ -66,38 +71,71 @@ def build_index(container, stream, path: str) -> StreamIndex:
     codec = stream.codec_context.name
     fmt = container.format.name.split(",")[0]
     pts: list = []
+    dts: list = []
     keys: list[int] = []
+    placeholders = 0
     try:
         for p in container.demux(stream):
             if p.size == 0:
                 continue  # flush marker
-            if p.size == 1 and codec in SKIP_PLACEHOLDER_CODECS:
-                continue  # "skipped frame" placeholder: the decoder outputs nothing
+            if p.size <= 8 and codec in SKIP_PLACEHOLDER_CODECS:
+                placeholders += 1  # a placeholder or a not-coded VOP: packed B-frames
+                if p.size == 1:
+                    continue  # "skipped frame" placeholder: the decoder outputs nothing
             if getattr(p, "is_discard", False):
                 continue  # edit-list trimmed: decoded for reference, never shown
             if p.is_keyframe:
                 keys.append(len(pts))
             pts.append(p.pts)
+            dts.append(p.dts)
     except Exception as err:  # truncated file: keep what could be read
         log.debug("%s: demux stopped early: %s", path, err)
     n = len(pts)
     if n == 0:
         raise DataError(path, "video stream has no frames")
     reason = ""
-    if fmt in ORDINAL_FORMATS:
-        reason = f"{fmt} timestamps are not reliable"
-    elif any(p is None for p in pts):
+    verify = fmt in ORDINAL_FORMATS
+    if any(p is None for p in pts):
         reason = "packets without timestamps"
     elif len(set(pts)) != n:
         reason = "duplicate timestamps"
+    elif verify:
+        reason = _avi_timestamp_problem(bool(stream.codec_context.has_b_frames), pts, placeholders)
     if reason:
         return StreamIndex("ordinal", n, reason=reason)
     arr = np.asarray(pts, dtype=np.int64)
     order = np.argsort(arr, kind="stable")  # presentation order -> decode position
     if not keys:
         keys = [0]
-    return StreamIndex("pts", n, pts=arr[order], dpos=order.astype(np.int32),
-                       key_dpos=keys, key_pts=[int(arr[k]) for k in keys])
+    # an AVI seeks by chunk number (dts), which is not the pts when the parser reordered them
+    key_seek = [int(dts[k]) for k in keys] if verify and all(d is not None for d in dts) else []
+    return StreamIndex("pts", n, pts=arr[order], dpos=order.astype(np.int32), key_dpos=keys,
+                       key_pts=[int(arr[k]) for k in keys], key_seek=key_seek, verify=verify)
+
+
+def _avi_timestamp_problem(has_b_frames: bool, pts: list, placeholders: int) -> str:
+    """Why an AVI's packet timestamps cannot name frames ('' when they can).
+
+    Why not always read AVIs in decode order: intra-only (MJPEG) and GOP-12 MPEG-4 AVIs, common
+    in the wild, would then decode every frame before the last sampled one -- 3-6x slower
+    than a keyframe seek (measured). The timestamps FFmpeg gives an AVI are chunk numbers:
+    they are presentation times when the stream has no frame reordering (then decode order
+    is display order), or when the codec parser reordered them itself (MPEG-4 Part 2:
+    decode-order numbers are then not increasing). They are wrong for a reordering stream
+    whose numbers still increase (H.264 with B-frames: decode order) and for packed MPEG-4
+    B-frames (DivX/XviD with placeholder or not-coded VOPs of a few bytes, as in HMDB51
+    and UCF101). Keyframe flags
+    in an AVI index can also be wrong, so the reader checks what comes out of the decoder
+    (``StreamIndex.verify``) and falls back to decode order at the first mismatch.
+    """
+    if placeholders:
+        return "avi with packed MPEG-4 B-frames (placeholder / not-coded frames)"
+    increasing = all(a < b for a, b in zip(pts, pts[1:]))
+    if has_b_frames and increasing:
+        return "avi: frames are reordered but the timestamps are in decode order"
+    if not has_b_frames and not increasing:
+        return "avi: timestamps out of order in a stream without reordering"
+    return ""
 
 
 def file_key(path: str) -> tuple | None:

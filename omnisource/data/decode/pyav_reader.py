@@ -27,9 +27,11 @@ converts to RGB every frame up to the last index; we instead
   then takes as long as its longest run instead of the sum of them.
 
 Index semantics: frame ``i`` is the ``i``-th frame a full decode from the start outputs.
-Containers without usable timestamps (AVI, where packed MPEG-4 B-frames scramble pts;
-streams with missing or duplicate pts) are read in *ordinal* mode: decoded forward from
-the start and counted, which is exactly that definition. Whenever the decoder disagrees
+Streams without usable timestamps (missing or duplicate pts; AVIs whose chunk numbers are not
+presentation times, see :func:`.pyav_index._avi_timestamp_problem`) are read in *ordinal*
+mode: decoded forward from the start and counted, which is exactly that definition. AVI
+timestamps that look usable are checked frame by frame (a keyframe after every seek,
+increasing output timestamps). Whenever the decoder disagrees
 with the index (a frame pts the index does not know, or a frame that never comes out
 although nothing failed), the reader switches to ordinal mode for that file, so the
 timestamp path can only ever make things faster, never different.
@@ -221,6 +223,7 @@ class PyAVReader(VideoReader):
         self._lost: set[int] = set()             # pts fed while skipping (never output)
         self._carry: dict = {}                   # pts -> frame output after a call's last target
         self._fed_from: int | None = None        # decode position of the first packet fed
+        self._await_key = False                  # verified index: next output must be a keyframe
         self.seeks = 0                           # keyframe seeks and reopens (diagnostics)
         # validate now so a broken path fails at open time with a clear reason; the container
         # is kept for indexing or, when the index is cached, for decoding (one open per read)
@@ -249,6 +252,7 @@ class PyAVReader(VideoReader):
 
     def _reset_decoder_state(self) -> None:
         self._drained = False
+        self._await_key = self._index is not None and self._index.verify
         self._last_out = None
         self._lost = set()
         self._carry = {}
@@ -364,7 +368,8 @@ class PyAVReader(VideoReader):
             self._fresh()  # reopening is the most robust way back to the very start
             if k == 0:
                 return
-        self._container.seek(index.key_pts[k], backward=True, any_frame=False,
+        target = index.key_seek[k] if index.key_seek else index.key_pts[k]
+        self._container.seek(target, backward=True, any_frame=False,
                              stream=self._stream)  # also flushes the decoder
         self._it = self._container.demux(self._stream)
         self._next_dpos = None  # learnt from the first packet
@@ -447,6 +452,12 @@ class PyAVReader(VideoReader):
                 p = fr.pts
                 if p is None or p not in dpos:
                     raise _Inconsistent(f"decoder output pts {p} not in the index")
+                if index.verify:  # inferred timestamps (AVI): check what the decoder says
+                    if self._await_key and not fr.key_frame:
+                        raise _Inconsistent(f"the frame at keyframe pts {p} is not a keyframe")
+                    if self._last_out is not None and p <= self._last_out:
+                        raise _Inconsistent(f"decoder output pts {p} after {self._last_out}")
+                    self._await_key = False
                 self._last_out = p
                 rotation = int(getattr(fr, "rotation", 0) or 0)
                 if p in pending:
@@ -470,7 +481,11 @@ class PyAVReader(VideoReader):
             order = sorted(pending, key=dpos.__getitem__)
             target = order[0]
             t_dpos = dpos[target]
-            k = self._key_for(index, target, t_dpos)
+            run_end = self._run_end(index, dpos, order)
+            # the run starts at the earliest keyframe any of its frames needs: with open GOPs
+            # a B-frame decoded after a keyframe may display before it (and need the GOP
+            # before), so the first frame's own keyframe is not always enough
+            k = min(self._key_for(index, q, dpos[q]) for q in order if dpos[q] <= run_end)
             kd = index.key_dpos[k]
             pos = self._next_dpos
             behind = run_start is not None and t_dpos < run_start
@@ -481,7 +496,6 @@ class PyAVReader(VideoReader):
                 self._seek_to_key(index, k)
                 run_start = self._next_dpos  # None until the first packet tells us
                 skipping = False  # a fresh/flushed decoder
-            run_end = self._run_end(index, dpos, order)
             # drain after the run unless it is the last of a later call (see docstring)
             drain_at = run_end if (run_end < dpos[order[-1]] or self._reads == 0) else None
             cc = self._stream.codec_context
@@ -561,6 +575,7 @@ class PyAVReader(VideoReader):
             d = dpos[p]
             kd = index.key_dpos[self._key_for(index, p, d)]
             if runs and kd <= runs[-1][1] + 1 + self.seek_threshold:
+                runs[-1][0] = min(runs[-1][0], kd)   # open GOP: see _read_pts
                 runs[-1][1] = d
                 runs[-1].append(i)
             else:
