@@ -656,19 +656,52 @@ def test_avi_with_usable_timestamps_seeks_instead_of_decoding_from_the_start(tmp
             assert r.seeks >= 1 and fed[0] < 20, (r.seeks, fed[0])
 
 
-def test_avi_h264_with_bframes_is_read_in_decode_order(tmp_path):
-    # H.264 in AVI: the chunk numbers are decode order, frames come out reordered; the
-    # timestamps cannot name frames (decord returns decode-order frames here).
-    path = tmp_path / "h264-b.avi"
-    _encode_avi(path, 40, "libx264", gop_size=10, max_b_frames=2)
+def _encode_h264_avi(path: Path, n: int, open_gop: bool) -> None:
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.codec_context.options = {"x264-params": "bframes=2:keyint=10:min-keyint=10:scenecut=0"
+                                                  + (":open-gop=1" if open_gop else "")}
+        for i in range(n):
+            for p in s.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+
+
+def test_avi_h264_with_bframes_counts_from_verified_keyframes(tmp_path, monkeypatch):
+    # H.264 in AVI: the chunk numbers are decode order and frames come out reordered, so
+    # they cannot name frames (decord returns decode-order frames here). Frames are counted
+    # in decode order, but the reader may jump to a keyframe of a closed GOP, whose frame
+    # number is its chunk number.
+    path = tmp_path / "h264-closed.avi"
+    _encode_h264_avi(path, 60, open_gop=False)
     ref = _sequential(path)
-    with av.open(str(path)) as c:
-        if not c.streams.video[0].codec_context.has_b_frames:
-            pytest.skip("this libx264 wrote no B-frames")
-    with open_video(path) as r:
+    with open_video(path, cache_index=False) as r:
         assert r.mode == "ordinal" and "decode order" in r._index.reason
-        idx = [3, 17, 39, 8]
+        assert r._index.key_dpos == [0, 10, 20, 30, 40, 50]
+        fed = _count_decoded_packets(r, monkeypatch)
+        idx = [52, 45, 57]
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+        assert r.seeks == 1 and fed[0] <= 20, (r.seeks, fed[0])    # from chunk 40, not 0
+        for idx in ([3, 33, 57], [59], [0, 1, 2], [58, 12]):        # later calls on the reader
+            assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), idx
+        assert r._index.key_dpos                                    # still jumping
+
+
+def test_avi_h264_open_gop_jump_is_caught(tmp_path):
+    # open GOPs: a leading B-frame after the keyframe needs the previous GOP; after a jump
+    # the decoder drops it, the count would be off by one -- the check notices, the file is
+    # read from the start instead
+    path = tmp_path / "h264-open.avi"
+    _encode_h264_avi(path, 60, open_gop=True)
+    ref = _sequential(path)
+    caught = 0
+    for idx in ([21], [45, 52], [3, 33, 57], [11, 59]):
+        with open_video(path, cache_index=False) as r:
+            assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), idx
+            caught += not r._index.key_dpos and "never came out" in r._index.reason
+    assert caught >= 1
 
 
 @needs_data

@@ -39,7 +39,10 @@ class StreamIndex:
     """Demux-only index of one video stream.
 
     ``mode`` is ``'pts'`` (timestamps name frames: seeking and skipping allowed) or
-    ``'ordinal'`` (decode forward and count; ``reason`` says why). In pts mode ``pts`` holds
+    ``'ordinal'`` (decode forward and count; ``reason`` says why). An ordinal index with
+    ``key_dpos`` (AVIs with decode-order timestamps) also lets the reader jump to a keyframe,
+    whose frame number is then its chunk number (checked while decoding); its ``pts`` are
+    the packets' timestamps in decode order. In pts mode ``pts`` holds
     every frame's timestamp in presentation order and ``dpos[i]`` the decode-order position of
     frame ``i``'s packet; ``key_dpos`` / ``key_pts`` are the keyframes in decode order.
     """
@@ -101,6 +104,11 @@ def build_index(container, stream, path: str) -> StreamIndex:
         reason = "duplicate timestamps"
     elif verify:
         reason = _avi_timestamp_problem(bool(stream.codec_context.has_b_frames), pts, placeholders)
+    if reason == _DECODE_ORDER and keys and all(d is not None for d in dts):
+        # frames are counted in decode order, but a closed GOP's keyframe is frame number
+        # <chunk number>: the reader may jump to keyframes, checking each jump
+        return StreamIndex("ordinal", n, pts=np.asarray(pts, dtype=np.int64), key_dpos=keys,
+                           key_seek=[int(dts[k]) for k in keys], reason=reason, verify=True)
     if reason:
         return StreamIndex("ordinal", n, reason=reason)
     arr = np.asarray(pts, dtype=np.int64)
@@ -111,6 +119,9 @@ def build_index(container, stream, path: str) -> StreamIndex:
     key_seek = [int(dts[k]) for k in keys] if verify and all(d is not None for d in dts) else []
     return StreamIndex("pts", n, pts=arr[order], dpos=order.astype(np.int32), key_dpos=keys,
                        key_pts=[int(arr[k]) for k in keys], key_seek=key_seek, verify=verify)
+
+
+_DECODE_ORDER = "avi: frames are reordered but the timestamps are in decode order"
 
 
 def _avi_timestamp_problem(has_b_frames: bool, pts: list, placeholders: int) -> str:
@@ -132,7 +143,7 @@ def _avi_timestamp_problem(has_b_frames: bool, pts: list, placeholders: int) -> 
         return "avi with packed MPEG-4 B-frames (placeholder / not-coded frames)"
     increasing = all(a < b for a, b in zip(pts, pts[1:]))
     if has_b_frames and increasing:
-        return "avi: frames are reordered but the timestamps are in decode order"
+        return _DECODE_ORDER
     if not has_b_frames and not increasing:
         return "avi: timestamps out of order in a stream without reordering"
     return ""

@@ -331,6 +331,14 @@ class PyAVReader(VideoReader):
                 index = self._set_index(StreamIndex("ordinal", index.num_frames,
                                                     reason=str(why)))
                 self._close_container()
+        if got is None and index.key_dpos:  # ordinal with keyframe seeks (verified)
+            try:
+                got = self._read_ordinal(wanted, seekable=True)
+            except _Inconsistent as why:
+                log.info("%s: keyframe seeks disagree with the decoder (%s); "
+                         "reading in decode order from the start", self.path, why)
+                self._set_index(StreamIndex("ordinal", index.num_frames, reason=str(why)))
+                self._close_container()
         if got is None:
             got = self._read_ordinal(wanted)
         return stack_frames([got[int(i)] for i in idx], self.path)
@@ -639,27 +647,73 @@ class PyAVReader(VideoReader):
         self._damaged(f"frame {pts_of[q]} could not be decoded")
         out[pts_of[q]] = _frame_to_rgb(frame, rotation)
 
-    def _read_ordinal(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        """Decode forward from the start counting output frames (no seeking, no skipping)."""
+    def _read_ordinal(self, wanted: list[int], seekable: bool = False) -> dict[int, np.ndarray]:
+        """Decode forward counting output frames (no skipping).
+
+        ``seekable`` (an index with ``key_dpos``: an AVI whose chunk numbers are in decode
+        order, e.g. H.264 with B-frames): when the next wanted frame lies past a keyframe more
+        than ``seek_threshold`` frames ahead, jump there and count from the keyframe's chunk
+        number. That number is its frame number only if its GOP is closed, which is checked
+        on the way: the first frame out after the jump must be that keyframe, and once the
+        segment is drained every chunk fed since the jump must have come out (a leading
+        B-frame of an open GOP is either shown before the keyframe or dropped). A failed
+        check raises :class:`_Inconsistent` before any frame is returned."""
         if (self._container is None or self._next_dpos is not None or self._drained
                 or self._ord_next > wanted[0]):
             self._fresh()
             self._next_dpos = None  # marks the container as being in ordinal use
+        index = self._index
+        seg: dict | None = None     # the jumped-to segment being checked
         pending = set(wanted)
         out: dict[int, np.ndarray] = {}
-        while pending:
-            packet = self._next_packet()
-            if packet is not None:
-                frames = self._decode_packet(packet)
-            else:
-                frames = self._drain()
+
+        def take(frames: list) -> None:
             for fr in frames:  # consume every frame so the count stays right
+                if seg is not None:
+                    if seg["out"] == 0 and (fr.pts != seg["key_pts"] or not fr.key_frame):
+                        raise _Inconsistent(f"frame pts {fr.pts} came out first after a seek to "
+                                            f"keyframe pts {seg['key_pts']}")
+                    seg["out"] += 1
                 i = self._ord_next
                 self._ord_next += 1
                 if i in pending:
                     out[i] = _frame_to_rgb(fr, int(getattr(fr, "rotation", 0) or 0))
                     pending.discard(i)
+
+        def close_segment() -> None:
+            if seg is not None:
+                take(self._drain())
+                if seg["out"] != seg["fed"]:
+                    raise _Inconsistent(f"{seg['fed'] - seg['out']} of {seg['fed']} frames fed "
+                                        f"after keyframe pts {seg['key_pts']} never came out")
+
+        while pending:
+            if seekable:
+                target = min(pending)
+                k = bisect.bisect_right(index.key_dpos, target) - 1
+                kd = index.key_dpos[k]
+                if k > 0 and kd > self._ord_next + self.seek_threshold:
+                    close_segment()
+                    self.seeks += 1
+                    self._container.seek(index.key_seek[k], backward=True, any_frame=False,
+                                         stream=self._stream)
+                    self._it = self._container.demux(self._stream)
+                    self._reset_decoder_state()
+                    self._ord_next = kd
+                    seg = {"key_pts": int(index.pts[kd]), "fed": 0, "out": 0}
+            packet = self._next_packet()
+            if packet is not None:
+                if seg is not None:
+                    if seg["fed"] == 0 and packet.pts != seg["key_pts"]:
+                        raise _Inconsistent(f"seek landed on pts {packet.pts}, not on keyframe "
+                                            f"pts {seg['key_pts']}")
+                    seg["fed"] += 1
+                take(self._decode_packet(packet))
+            else:
+                take(self._drain())
             if packet is None and pending:
+                if seg is not None:  # the count after a jump is only checked up to here
+                    raise _Inconsistent("end of stream after a keyframe seek")
                 actual = self._ord_next
                 self._close_container()
                 if self._index is not None:
@@ -670,6 +724,8 @@ class PyAVReader(VideoReader):
                     raise DataError(self.path, "no frame could be decoded")
                 raise FrameCountError(self.path, f"frame {max(pending)} requested but only "
                                       f"{actual} frames can be decoded", actual=actual)
+        if seg is not None:
+            close_segment()  # drained: the next call starts afresh or seeks
         return out
 
 
