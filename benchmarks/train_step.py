@@ -9,7 +9,10 @@ no grad) for
 in fp32 and/or bf16 autocast, with channels_last on/off/``auto`` (``auto``: what the trainer's
 ``train.channels_last: auto`` picks for that model on this device) and optionally
 ``torch.compile`` (``--compile``; compile time is reported separately from the steady-state
-rate). Every measurement runs in its own subprocess, ours and mmaction2's alike
+rate). Next to each rate: the GFLOP/s it sustains (FLOPs of one step counted by torch's
+``FlopCounterMode``, times the rate) and the same process's 2048x2048 fp32 matrix-multiply
+GFLOP/s (``sgemm``), the practical ceiling of this CPU: how far from the hardware a step is,
+whichever side is faster. Every measurement runs in its own subprocess, ours and mmaction2's alike
 (``--compare-mmaction2``: mmaction2's own models in the reference venv
 ``~/.cache/mmaction2-ref``; omnisource never imports it). With ``--repeats R`` the variants are
 run round-robin R times (A, B, A, B, ...) and medians are printed, so background load hits
@@ -74,7 +77,27 @@ LOOP = textwrap.dedent('''
         for _ in range(iters):
             step()
         t2 = time.perf_counter()
-        return {"rate": batch * iters / (t2 - t1), "warmup_s": t1 - t0}
+        # the arithmetic one step does (torch's own counter, eager model, one untimed step):
+        # with the rate it gives the GFLOP/s actually sustained
+        from torch.utils.flop_counter import FlopCounterMode
+        timed_net, net = net, model      # step() reads ``net`` from this scope
+        with FlopCounterMode(display=False) as fc:
+            step()
+        net = timed_net
+        flops = fc.get_total_flops()
+        return {"rate": batch * iters / (t2 - t1), "warmup_s": t1 - t0,
+                "gflops": flops * iters / (t2 - t1) / 1e9, "gflop_per_step": flops / 1e9}
+
+    def sgemm_gflops(n=2048, reps=10):
+        """This process's fp32 matrix-multiply rate: the ceiling convolutions are measured against."""
+        import time, torch
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        for _ in range(2):
+            a @ b
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
 ''')
 
 MMACTION2_SCRIPT = textwrap.dedent('''
@@ -98,6 +121,7 @@ MMACTION2_SCRIPT = textwrap.dedent('''
     for mode in args["modes"]:
         res[mode] = bench(model, args["shape"], args["batch"], args["amp"], args["channels_last"],
                           args["layout"], args["iters"], args["warmup"], mode == "infer")
+    res["sgemm_gflops"] = sgemm_gflops()
     print(json.dumps(res))
 ''')
 
@@ -134,6 +158,7 @@ def ours_worker(payload: dict) -> dict:
         res[mode] = bench(model, payload["shape"], payload["batch"], payload["amp"], cl,  # noqa: F821
                           payload["layout"], payload["iters"], payload["warmup"], mode == "infer",
                           payload["compile"])
+    res["sgemm_gflops"] = sgemm_gflops()  # noqa: F821
     return res
 
 
@@ -214,7 +239,8 @@ def main() -> int:
                         runs[v].append(res)
                 loads.append(_load())
             print(f"\n{key} amp={amp}  (load average before/after each round: {' | '.join(loads)})")
-            print(f"{'side':10s} {'NHWC':5s} {'compile':7s} {'train/s':>8s} {'infer/s':>8s}  per-round train/s")
+            print(f"{'side':10s} {'NHWC':5s} {'compile':7s} {'train/s':>8s} {'infer/s':>8s} "
+                  f"{'GFLOP/s':>8s} {'sgemm':>6s}  per-round train/s")
             med: dict[tuple, dict[str, float]] = {}
             for v, rs in runs.items():
                 if not rs:
@@ -227,9 +253,12 @@ def main() -> int:
                     extra = f"  compile+warm-up {statistics.median(r['train']['warmup_s'] for r in rs):.0f}s" \
                         if "train" in args.modes else ""
                 rounds = " ".join(f"{r['train']['rate']:.3f}" for r in rs) if "train" in args.modes else ""
+                mode0 = args.modes[0]   # GFLOP/s of the first mode (train unless only infer)
+                gf = statistics.median(r[mode0].get("gflops", float("nan")) for r in rs)
+                peak = statistics.median(r.get("sgemm_gflops", float("nan")) for r in rs)
                 print(f"{v[0]:10s} {str(cl):5s} {str(v[2]):7s} "
                       + " ".join(f"{m.get(k, float('nan')):8.3f}" for k in ("train", "infer"))
-                      + f"  {rounds}{extra}", flush=True)
+                      + f" {gf:8.1f} {peak:6.0f}  {rounds}{extra}", flush=True)
             base = med.get(("mmaction2", False, False))
             if base:
                 for v, m in med.items():

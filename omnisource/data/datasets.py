@@ -625,12 +625,16 @@ def build_dataloader(dataset: Dataset, batch_size: int, num_workers: int = 0, sh
     ``gc.collect()`` runs first so that no PyAV object left over from the parent (e.g. after
     probing) is finalised inside a forked worker, which can crash it. Pass
     ``multiprocessing_context='forkserver'`` (or ``'spawn'``) to avoid fork altogether.
+    Workers are persistent unless ``persistent_workers=False``: each keeps its cache of video
+    indexes (:mod:`.decode.pyav_index`) from one epoch to the next instead of demuxing every
+    file again, as the trainer's loaders do.
     """
     gc.collect()
     gen = torch.Generator()
     gen.manual_seed(seed)
     if num_workers > 0:
         kw.setdefault("worker_init_fn", worker_init_fn)
+        kw.setdefault("persistent_workers", True)
         if multiprocessing_context is not None:
             kw["multiprocessing_context"] = multiprocessing_context
     return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, shuffle=shuffle,

@@ -440,7 +440,9 @@ class _ScheduleSampler(Sampler[list]):
         return self.owner._schedule()
 
     def __len__(self) -> int:
-        return len(self.owner)
+        """Steps left in this epoch (all of them unless resumed in the middle)."""
+        owner = self.owner
+        return len(owner) - owner._resumed_steps
 
 
 def _steps(tkeys: list, tbs: int, aux: list[tuple[int, Iterator, int, int]], first: int, skip: int,
@@ -510,6 +512,7 @@ class MultiSourceLoader:
         self.epoch = 0
         self._start_batch = 0
         self._skip_inner = 0
+        self._resumed_steps = 0     # steps of this epoch done before a mid-epoch resume
         self.num_workers = (sum(s.num_workers for s in sources) if num_workers is None
                             else int(num_workers))
 
@@ -544,6 +547,7 @@ class MultiSourceLoader:
         self.target_sampler.start = 0
         self._start_batch = 0
         self._skip_inner = 0
+        self._resumed_steps = 0
 
     def set_start(self, batch_index: int) -> None:
         """Resume in the middle of an epoch at target batch ``batch_index`` (trainer protocol).
@@ -554,6 +558,7 @@ class MultiSourceLoader:
         so nothing skipped is decoded.
         """
         k = int(batch_index)
+        self._resumed_steps = k
         t, inner = k, 0
         if self.step_mode == "alternate":
             t = 0

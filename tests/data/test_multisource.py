@@ -256,7 +256,9 @@ def test_set_start_resumes_mid_epoch_exactly(mode, ratio):
         resumed = make()
         resumed.set_epoch(1)
         resumed.set_start(k)
+        assert len(resumed.loader) == len(ref) - k        # the DataLoader's own length too
         assert [key(b) for b in resumed] == ref[k:], k
+        assert len(resumed.loader) == len(resumed) == len(ref)   # next epoch: whole again
 
 
 def test_build_from_config_with_real_datasets(tmp_path):
