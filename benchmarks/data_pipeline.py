@@ -8,7 +8,8 @@ presets ``tsn_1x1x3_train``, ``tsn_1x1x8_train`` and ``slowonly_4x16x1_train``:
   vs augment (the preset: resize, crop, flip, normalise, format), in ms per clip, and the
   CPU time per clip (all threads; the robust figure on a loaded machine);
 * end-to-end clips/s through ``omnisource.data.build_dataset`` + a DataLoader with 0, 1
-  and 2 worker processes (steady state: timed from the first batch on);
+  and 2 worker processes (steady state: timed from the first batch on), reading the videos
+  in the same fixed order as the mmaction2 side (``--shuffle`` to shuffle each side);
 * with ``--compare-mmaction2``: the same pipelines from the mmaction2 1.2.0 configs, run in
   the reference venv by one long-lived subprocess (omnisource never imports mmaction2), on
   the same videos and clip counts, with the same normalisation added: one process with
@@ -141,7 +142,7 @@ def loader(req):
     w, bs, clips = req["workers"], req["batch_size"], req["clips"]
     ds = Clips(req["videos"], clips + bs, req["pipeline"], req["backend"])
     gc.collect()  # PyAV objects of earlier requests finalised in a forked worker hang it
-    dl = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=w, shuffle=True,
+    dl = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=w, shuffle=req["shuffle"],
                                      persistent_workers=w > 0)
     seen, start = 0, None
     while start is None or seen < clips:
@@ -233,8 +234,14 @@ def measure_split(preset_name: str, videos: list[Path], clips: int, backend: str
 
 
 def measure_loader(preset_name: str, ann: Path, root: Path, workers: int, clips: int,
-                   backend: str, batch_size: int, mp_context: str = "fork") -> dict:
-    """End to end through build_dataset + DataLoader; steady state after the first batch."""
+                   backend: str, batch_size: int, mp_context: str = "fork",
+                   shuffle: bool = False) -> dict:
+    """End to end through build_dataset + DataLoader; steady state after the first batch.
+
+    Unshuffled by default: the list holds the videos in a fixed order, repeated, and the
+    mmaction2 side reads the same order, so both time the same clips (after the same first
+    batch). Decode costs differ 20x between the real videos; two independently shuffled
+    63-clip samples differed by up to +-20% in mean cost, which showed up as ratio noise."""
     from omnisource.data import build_dataset
     from omnisource.data.datasets import build_dataloader
 
@@ -243,7 +250,7 @@ def measure_loader(preset_name: str, ann: Path, root: Path, workers: int, clips:
     kw = {}
     if workers > 0 and mp_context != "fork":
         kw["multiprocessing_context"] = mp_context
-    loader = build_dataloader(ds, batch_size=batch_size, num_workers=workers, shuffle=True,
+    loader = build_dataloader(ds, batch_size=batch_size, num_workers=workers, shuffle=shuffle,
                               persistent_workers=workers > 0, **kw)
     seen, start, epoch = 0, None, 0
     try:
@@ -328,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="pyav", choices=["pyav", "decord"])
     ap.add_argument("--min-frames", type=int, default=64, help="skip shorter videos")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shuffle", action="store_true",
+                    help="shuffle the DataLoader measurements (each side with its own generator, "
+                         "so the two sides time different clips; default: the same clips in the "
+                         "same order on both sides)")
     ap.add_argument("--mp-context", default="fork", choices=["fork", "forkserver", "spawn"],
                     help="worker start method (default fork, the Linux default; OpenCV is kept "
                          "single-threaded so forked workers are safe, see omnisource.data.workers)")
@@ -433,10 +444,11 @@ def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
         ours_w, mm_w = [], []
         for _ in range(args.rounds):
             ours_w.append(measure_loader(name, ann, root, w, args.clips, args.backend,
-                                         args.batch_size, args.mp_context))
+                                         args.batch_size, args.mp_context, args.shuffle))
             if mm is not None and pipe is not None and mb != "none":
                 r = mm.ask(kind="loader", pipeline=pipe, backend=mb, videos=[str(v) for v in videos],
-                           clips=args.clips, workers=w, batch_size=args.batch_size)
+                           clips=args.clips, workers=w, batch_size=args.batch_size,
+                           shuffle=args.shuffle)
                 if r is not None:
                     mm_w.append(r)
         r = median_of(ours_w)

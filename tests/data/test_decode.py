@@ -597,14 +597,17 @@ def test_reader_state_survives_fork(tmp_path):
 
 
 # ------------------------------------------------------------------- AVI timestamps
-def _encode_avi(path: Path, n: int, codec: str, **ctx) -> None:
-    """An AVI as FFmpeg writes one (chunk-numbered timestamps), frames ``_pattern(i)``."""
+def _encode_avi(path: Path, n: int, codec: str, options: dict | None = None, **ctx) -> None:
+    """An AVI as FFmpeg writes one (chunk-numbered timestamps), frames ``_pattern(i)``;
+    ``ctx``: codec-context attributes, ``options``: codec options."""
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=25)
         s.width, s.height = 96, 64
         s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         for k, v in ctx.items():
             setattr(s.codec_context, k, v)
+        if options:
+            s.codec_context.options = options
         for i in range(n):
             for p in s.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
                 c.mux(p)
@@ -657,16 +660,8 @@ def test_avi_with_usable_timestamps_seeks_instead_of_decoding_from_the_start(tmp
 
 
 def _encode_h264_avi(path: Path, n: int, open_gop: bool) -> None:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
-        s.codec_context.options = {"x264-params": "bframes=2:keyint=10:min-keyint=10:scenecut=0"
-                                                  + (":open-gop=1" if open_gop else "")}
-        for i in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+    _encode_avi(path, n, "libx264", {"x264-params": "bframes=2:keyint=10:min-keyint=10:scenecut=0"
+                                     + (":open-gop=1" if open_gop else "")})
 
 
 def test_avi_h264_with_bframes_counts_from_verified_keyframes(tmp_path, monkeypatch):
