@@ -64,8 +64,14 @@ def _line(rec: dict) -> str:
     exact = "" if rec.get("frames_exact") else "~"
     rot = f", rotated {rec['rotation']}" if rec.get("rotation") else ""
     note = f"  ({rec['reason']})" if rec.get("reason") else ""
+    access = rec.get("access")
+    keys = f", {rec['keyframes']} keyframe(s)" if rec.get("keyframes") else ""
+    how = {"seek": keys,
+           "seek-checked": f"{keys}, counted in decode order ({rec.get('access_note')})",
+           "sequential": f", decoded from the start on every read ({rec.get('access_note')})"
+           }.get(access, "")
     return (f"{rec['path']}: {exact}{frames} frames, {fps}, {rec['width']}x{rec['height']}, "
-            f"{rec.get('codec') or '?'}/{rec.get('pix_fmt') or '?'}{rot}{note}")
+            f"{rec.get('codec') or '?'}/{rec.get('pix_fmt') or '?'}{rot}{how}{note}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,8 +28,11 @@ def test_probe_metadata():
     assert rec["frames"] == 300 and rec["frames_exact"]
     assert (rec["width"], rec["height"], rec["codec"]) == (340, 256, "h264")
     assert abs(rec["fps"] - 30.0) < 1e-6 and rec["kind"] == "video" and not rec["decoded"]
+    assert rec["access"] == "seek" and rec["keyframes"] == 2
     avi = probe(HMDB)
     assert avi["declared_frames"] == 90 and avi["frames"] == 89  # HMDB off-by-one fixed
+    # packed MPEG-4 B-frames: no usable timestamps, every read decodes from the start
+    assert avi["access"] == "sequential" and "packed" in avi["access_note"]
 
 
 @needs_data
@@ -101,10 +104,11 @@ def test_cli_probe(tmp_path, capsys):
     bad = tmp_path / "bad.mp4"
     bad.write_text("nope")
     out = tmp_path / "cache.jsonl"
-    rc = main(["probe", str(TEST_MP4), str(bad), "--out", str(out)])
+    rc = main(["probe", str(TEST_MP4), str(bad), str(HMDB), "--out", str(out)])
     assert rc == 0  # unreadable files are reported, not fatal ...
     text = capsys.readouterr().out
     assert "300 frames" in text and "340x256" in text and "UNREADABLE" in text
+    assert "2 keyframe(s)" in text and "decoded from the start on every read (avi with packed" in text
     cache = load_probe_cache(out)
     assert cache[str(TEST_MP4)]["frames"] == 300 and cache[str(bad)]["readable"] is False
     assert main(["probe", str(bad), "--strict"]) == 1  # ... unless --strict

@@ -48,7 +48,23 @@ def _blank(path: str, kind: str) -> dict[str, Any]:
             "reason": None, "frames": None, "frames_exact": False, "declared_frames": None,
             "fps": None, "width": None, "height": None, "codec": None, "pix_fmt": None,
             "rotation": 0, "duration": None, "decoded": False, "damaged_frames": 0,
+            "access": None, "keyframes": None, "access_note": None,
             "size_bytes": st.st_size if st else None, "mtime": st.st_mtime if st else None}
+
+
+def _access(reader: Any) -> dict[str, Any]:
+    """How a sparse read reaches a frame (PyAV reader only), so a slow dataset can be explained:
+    ``seek`` (timestamps name frames: jump to the keyframe, skip what is not needed),
+    ``seek-checked`` (frames counted in decode order, jumps to keyframes checked while
+    decoding) or ``sequential`` (decoded from the start every time; ``access_note`` says why).
+    """
+    index = getattr(reader, "_index", None)
+    if index is None:
+        return {}
+    access = ("seek" if index.mode == "pts" else "seek-checked" if index.key_dpos
+              else "sequential")
+    return {"access": access, "keyframes": len(index.key_dpos) or None,
+            "access_note": index.reason or None}
 
 
 def _full_decode_count(path: str) -> tuple[int, int]:
@@ -117,6 +133,7 @@ def probe(path: str | Path, decode: bool = False, backend: str = "pyav") -> dict
                 raise DataError(path, "no frames (empty folder or no file matches the template)")
             reader.get_frames([reader.start_index])  # the first frame must decode
             rec["readable"] = True
+            rec.update(_access(reader))
         if decode and kind == "video":
             got, errors = _full_decode_count(path)
             rec.update(frames=got, frames_exact=True, decoded=True, damaged_frames=errors)
