@@ -97,11 +97,26 @@ def _check_one(i: int) -> dict[str, Any]:
         out.update(ok=False, category=classify_failure(path, err), reason=reason)
         return out
     out.update(ok=True, shape=list(item["inputs"]))
+    slow = _sequential_access(path)
+    if slow:
+        out["sequential"] = slow
     norm = os.path.normpath(str(path))
     fix = next((v for k, v in ds.frame_count_fixes.items() if k.split("#offset=")[0] == norm), None)
     if fix is not None:
         out["frame_count_fix"] = list(fix)
     return out
+
+
+def _sequential_access(path: Path) -> str | None:
+    """Why every sparse read of this video decodes from its first frame (no usable
+    timestamps, see :mod:`.decode.pyav_index`), or None. Read from this process's index
+    cache, which the sample's read has just filled (PyAV backend only)."""
+    from omnisource.data.decode.pyav_index import INDEX_CACHE, file_key
+
+    index = INDEX_CACHE.get(file_key(str(path)))
+    if index is None or index.mode == "pts" or index.key_dpos:
+        return None
+    return index.reason or "no usable timestamps"
 
 
 def _expand_untrimmed(samples: list[Sample], strategy: str, clipname_tmpl: str) -> list[Sample]:
@@ -195,7 +210,10 @@ def _report(ann_file: Path, root: Path, fmt: str, backend: str, samples: list[Sa
     by_reason: Counter[str] = Counter()
     by_class: dict[str, Counter[str]] = defaultdict(Counter)
     failures, fixes = [], []
+    sequential: Counter[str] = Counter()
     for r in results:
+        if r.get("sequential"):
+            sequential[r["sequential"]] += 1
         s = samples[r["index"]]
         labels = s.label if isinstance(s.label, list) else ([] if s.label is None else [s.label])
         keys = [names[lb] if names is not None and 0 <= lb < len(names) else str(lb) for lb in labels] or ["(none)"]
@@ -216,6 +234,7 @@ def _report(ann_file: Path, root: Path, fmt: str, backend: str, samples: list[Sa
         "by_reason": dict(sorted(by_reason.items())),
         "by_class": {k: {"total": v["total"], "failed": v["failed"]} for k, v in sorted(by_class.items())},
         "failures": failures, "frame_count_fixes": fixes, "seconds": round(seconds, 3),
+        "sequential_access": dict(sequential.most_common()),
     }
 
 
@@ -229,6 +248,12 @@ def format_summary(report: dict[str, Any], max_failures: int = 20) -> str:
         lines.append(f"    {reason}: {n}")
     if report["frame_count_fixes"]:
         lines.append(f"  frame count over-declared (handled by re-sampling): {len(report['frame_count_fixes'])}")
+    slow = report.get("sequential_access") or {}
+    if slow:
+        lines.append(f"  decoded from the first frame on every read (no usable timestamps; "
+                     f"re-encoding, e.g. to H.264 MP4, lets sparse sampling seek): "
+                     f"{sum(slow.values())} sample(s)")
+        lines += [f"    {why}: {n}" for why, n in slow.items()]
     for note in report.get("warnings", []):
         lines.append(f"  warning: {note}")
     bad_classes = {k: v for k, v in report["by_class"].items() if v["failed"]}

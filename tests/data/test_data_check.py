@@ -67,6 +67,28 @@ def test_cli_strict_passes_on_clean_mmaction2_lists(shared_data, capsys):
     assert "duplicate entry" in capsys.readouterr().out  # list warnings are part of the summary
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_check_reports_videos_read_from_the_start(tmp_path, shared_data, capsys, workers):
+    # packed MPEG-4 AVIs (HMDB51, UCF101) have no usable timestamps: every sparse read
+    # decodes from frame 0. The check says how many, and why, so a slow dataset is explained.
+    hmdb = sorted((shared_data / "hmdb51").glob("*.avi"))[:2]
+    if len(hmdb) < 2:
+        pytest.skip("hmdb51 not staged")
+    root = tmp_path / "root"
+    root.mkdir()
+    for i, p in enumerate(hmdb):
+        os.symlink(p, root / f"h{i}.avi")
+    os.symlink(shared_data / "mmaction2" / "tests" / "data" / "test.mp4", root / "t.mp4")
+    lst = tmp_path / "list.txt"
+    lst.write_text("h0.avi 0\nh1.avi 0\nt.mp4 1\n")
+    rep = check_annotations(lst, root, workers=workers, progress=False)
+    assert rep["ok"] == 3
+    assert rep["sequential_access"] == {
+        "avi with packed MPEG-4 B-frames (placeholder / not-coded frames)": 2}
+    assert main(["data", "check", str(lst), "--root", str(root), "--workers", "0"]) == 0
+    assert "decoded from the first frame on every read" in capsys.readouterr().out
+
+
 def test_cli_bad_list_is_a_one_line_error(tmp_path, capsys):
     lst = tmp_path / "bad.txt"
     lst.write_text("a.mp4 1\n../b.mp4 2\n")
