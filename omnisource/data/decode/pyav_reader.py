@@ -509,7 +509,10 @@ class PyAVReader(VideoReader):
             # drain after the run unless it is the last of a later call (see docstring)
             drain_at = run_end if (run_end < dpos[order[-1]] or self._reads == 0) else None
             cc = self._stream.codec_context
-            use_skip = self.skip_nonref and cc.name in _NONREF_CODECS
+            # not with inferred (AVI) timestamps: a skipped frame could hide the reordering
+            # the checks look for (seen with MPEG-4); such AVIs have no non-reference frames
+            # to skip anyway (no B-frames, or MPEG-4 Part 2, which is not in the list)
+            use_skip = self.skip_nonref and cc.name in _NONREF_CODECS and not index.verify
             while True:
                 packet = self._next_packet()
                 if packet is None:  # end of stream with frames still pending
