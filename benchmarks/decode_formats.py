@@ -3,7 +3,8 @@
 
 The real videos in ``../shared/data`` are mostly long-GOP H.264 MP4s and packed-B-frame MPEG-4
 AVIs (HMDB51, UCF101). Datasets in the wild also come as MJPEG AVIs (every frame a keyframe),
-MPEG-4 AVIs with a keyframe every 12 frames (FFmpeg's default), and H.264 in AVI; how a
+MPEG-4 AVIs with a keyframe every 12 frames (FFmpeg's default), H.264 in AVI, and MPEG
+transport streams (broadcast and IPTV captures); how a
 reader treats those decides whether a TSN read decodes 3 frames or 3000. This benchmark writes
 one video of each kind (a moving pattern, 320x240, ``--frames`` frames at 25 fps), draws TSN
 train indices (``--preset``), and prints per kind:
@@ -43,6 +44,10 @@ KINDS = {
                                                  "max_b_frames": 2}, {}),
     "h264-gop25-bframes.avi": (".avi", "libx264", {},
                                {"x264-params": "keyint=25:min-keyint=25:scenecut=0:bframes=3"}),
+    "h264-gop25-bframes.ts": (".ts", "libx264", {},
+                              {"x264-params": "keyint=25:min-keyint=25:scenecut=0:bframes=3"}),
+    "mpeg2-gop12-bframes.ts": (".ts", "mpeg2video", {"gop_size": 12, "bit_rate": 2_000_000,
+                                                    "max_b_frames": 2}, {}),
     "h264-gop25-bframes.mp4": (".mp4", "libx264", {},
                                {"x264-params": "keyint=25:min-keyint=25:scenecut=0:bframes=3"}),
     "h264-gop250-bframes.mp4": (".mp4", "libx264", {}, {"x264-params": "keyint=250:bframes=3"}),

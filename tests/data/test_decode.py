@@ -597,9 +597,10 @@ def test_reader_state_survives_fork(tmp_path):
 
 
 # ------------------------------------------------------------------- AVI timestamps
-def _encode_avi(path: Path, n: int, codec: str, options: dict | None = None, **ctx) -> None:
-    """An AVI as FFmpeg writes one (chunk-numbered timestamps), frames ``_pattern(i)``;
-    ``ctx``: codec-context attributes, ``options``: codec options."""
+def _encode_with(path: Path, n: int, codec: str, options: dict | None = None, **ctx) -> None:
+    """``n`` frames ``_pattern(i)`` with ``codec`` in the container the suffix names, as
+    FFmpeg writes it (an AVI gets chunk-numbered timestamps); ``ctx``: codec-context
+    attributes, ``options``: codec options."""
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=25)
         s.width, s.height = 96, 64
@@ -640,7 +641,7 @@ def test_avi_with_usable_timestamps_seeks_instead_of_decoding_from_the_start(tmp
     # 3-6x decord's keyframe seeks. Their chunk numbers are presentation times (no reordering,
     # or reordered by FFmpeg's MPEG-4 parser), so the reader uses them -- exactly.
     path = tmp_path / f"{kind}.avi"
-    _encode_avi(path, 60, **AVI_KINDS[kind])
+    _encode_with(path, 60, **AVI_KINDS[kind])
     ref = _sequential(path)
     assert len(ref) == 60
     from omnisource.data.decode.pyav_index import clear_index_cache
@@ -660,7 +661,7 @@ def test_avi_with_usable_timestamps_seeks_instead_of_decoding_from_the_start(tmp
 
 
 def _encode_h264_avi(path: Path, n: int, open_gop: bool) -> None:
-    _encode_avi(path, n, "libx264", {"x264-params": "bframes=2:keyint=10:min-keyint=10:scenecut=0"
+    _encode_with(path, n, "libx264", {"x264-params": "bframes=2:keyint=10:min-keyint=10:scenecut=0"
                                      + (":open-gop=1" if open_gop else "")})
 
 
@@ -729,7 +730,7 @@ def test_avi_wrong_keyframe_in_index_falls_back(tmp_path, monkeypatch):
     from omnisource.data.decode.pyav_reader import PyAVReader
 
     path = tmp_path / "gop10.avi"
-    _encode_avi(path, 50, "mpeg4", gop_size=10, bit_rate=400_000)
+    _encode_with(path, 50, "mpeg4", gop_size=10, bit_rate=400_000)
     ref = _sequential(path)
 
     def seek_to_chunk(self, index, k):  # a demuxer that trusts the false flag
@@ -761,7 +762,7 @@ def test_open_gop_bframes_start_the_run_at_the_keyframe_they_need(tmp_path, suff
     # it and reference the previous GOP. Reading it together with that keyframe must start at
     # the earlier keyframe -- neither a wrong frame nor a fall-back to decoding from frame 0.
     path = tmp_path / f"open-gop{suffix}"
-    _encode_avi(path, 40, "mpeg4", gop_size=6, bit_rate=400_000, max_b_frames=2)
+    _encode_with(path, 40, "mpeg4", gop_size=6, bit_rate=400_000, max_b_frames=2)
     ref = _sequential(path)
     with open_video(path, cache_index=False) as r:
         index = r._build_index()
@@ -776,3 +777,28 @@ def test_open_gop_bframes_start_the_run_at_the_keyframe_they_need(tmp_path, suff
             got = r.get_frames([b, key])
             assert np.array_equal(got, np.stack([ref[b], ref[key]])), (b, key)
             assert r.mode == "pts", r._index.reason
+
+
+
+@pytest.mark.parametrize("suffix,codec", [(".ts", "mpeg2video"), (".ts", "libx264"),
+                                          (".mpg", "mpeg2video")])
+def test_mpeg_ps_and_ts_seek_by_decode_timestamp(tmp_path, suffix, codec):
+    # MPEG-PS/TS demuxers seek by dts: a seek to a keyframe's pts lands past it, which made
+    # every such file fall back to decoding from the start. Keyframes are sought by dts now.
+    # MPEG-2 in PS with open GOPs still falls back (the demuxer repeats a packet after a seek
+    # and the decoder's output order breaks: caught by the checks) -- exact either way.
+    path = tmp_path / f"v{suffix}"
+    opts = {"x264-params": "keyint=10:min-keyint=10:scenecut=0:bframes=2"} if codec == "libx264" else None
+    ctx = {} if codec == "libx264" else {"gop_size": 10, "max_b_frames": 2, "bit_rate": 800_000}
+    _encode_with(path, 80, codec, opts, **ctx)
+    ref = _sequential(path)
+    with open_video(path, cache_index=False) as r:
+        index = r._build_index()
+        assert index.mode == "pts" and index.key_seek and len(index.key_dpos) >= 7
+    rng = np.random.default_rng(0)
+    for idx in ([66, 70, 75], [5, 40, 79], rng.integers(0, 80, 6), [33]):
+        with open_video(path) as r:
+            assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), list(idx)
+            mode, seeks = r.mode, r.seeks
+    if (suffix, codec) != (".mpg", "mpeg2video"):
+        assert mode == "pts" and seeks >= 1

@@ -24,6 +24,9 @@ from omnisource.errors import DataError
 
 log = logging.getLogger("omnisource.data.decode")
 
+# Formats whose demuxers seek by decode timestamp: a seek to a keyframe's pts lands on the packet
+# after it (MPEG-PS/TS, measured), so keyframes are sought by their dts there.
+DTS_SEEK_FORMATS = {"avi", "mpeg", "mpegts"}
 # Formats that store no presentation timestamps: FFmpeg numbers the chunks (decode order) and
 # only a codec parser may turn that into real pts. Their timestamps are used only when
 # :func:`_avi_timestamp_problem` finds nothing wrong, and then checked while decoding.
@@ -53,7 +56,7 @@ class StreamIndex:
     dpos: np.ndarray = field(default_factory=lambda: _EMPTY)
     key_dpos: list[int] = field(default_factory=list)
     key_pts: list[int] = field(default_factory=list)
-    key_seek: list[int] = field(default_factory=list)  # seek timestamps when not key_pts (AVI)
+    key_seek: list[int] = field(default_factory=list)  # seek timestamps when not key_pts (dts)
     reason: str = ""
     verify: bool = False   # timestamps inferred (AVI): the reader checks each output frame
 
@@ -115,8 +118,10 @@ def build_index(container, stream, path: str) -> StreamIndex:
     order = np.argsort(arr, kind="stable")  # presentation order -> decode position
     if not keys:
         keys = [0]
-    # an AVI seeks by chunk number (dts), which is not the pts when the parser reordered them
-    key_seek = [int(dts[k]) for k in keys] if verify and all(d is not None for d in dts) else []
+    # AVI (chunk numbers) and MPEG-PS/TS demuxers seek by dts, which is not the keyframe's pts
+    # when frames are reordered
+    key_seek = ([int(dts[k]) for k in keys]
+                if fmt in DTS_SEEK_FORMATS and all(dts[k] is not None for k in keys) else [])
     return StreamIndex("pts", n, pts=arr[order], dpos=order.astype(np.int32), key_dpos=keys,
                        key_pts=[int(arr[k]) for k in keys], key_seek=key_seek, verify=verify)
 
