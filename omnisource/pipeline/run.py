@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -92,17 +93,18 @@ class Pipeline:
                 return None
         sdir = self.work / "stages" / name
         marker = sdir / "done.json"
-        key = sha1_json(ident)
+        key = sha1_json(self._portable(ident))
         if marker.is_file():
             try:
                 done = json.loads(marker.read_text())
             except (OSError, ValueError):
                 done = {}
             if done.get("ident") == key:
+                result = self._local(done.get("result", {}))
                 self.stages[name] = StageStatus(name, "cached", done.get("seconds", 0.0),
-                                                result=done.get("result", {}))
+                                                result=result)
                 self.say(f"[{name}] finished earlier: reused")
-                return done.get("result", {})
+                return result
         # partial work in the folder (an interrupted run) is resumed only if it was started for
         # the same inputs and settings; otherwise it belongs to another recipe: start afresh
         started = sdir / "started.json"
@@ -140,10 +142,47 @@ class Pipeline:
             self.say(f"[{name}] FAILED: {reason}")
             return None
         secs = round(time.time() - t0, 2)
-        atomic_write_json(marker, {"stage": name, "ident": key, "seconds": secs, "result": result})
+        atomic_write_json(marker, {"stage": name, "ident": key, "seconds": secs,
+                                   "result": self._portable(result)})
         self.stages[name] = StageStatus(name, "done", secs, result=result)
         self.say(f"[{name}] done in {secs:.1f} s")
         return result
+
+    _WORK = "$WORK"
+
+    def _portable(self, obj: Any) -> Any:
+        """``obj`` with every path inside the work folder written as ``$WORK/...``.
+
+        Stage identities and stored results go through this, so a work folder that is moved
+        or copied (another disk, another machine) reuses its finished stages: identities hold
+        the manifests' paths, results the manifests, checkpoints and configs a later stage
+        reads. Files are found again by :meth:`_local`."""
+        roots = sorted({str(self.work), str(self.work.resolve())}, key=len, reverse=True)
+
+        def conv(x: Any) -> Any:
+            if isinstance(x, str):
+                for r in roots:
+                    if x == r or x.startswith(r + os.sep):
+                        return self._WORK + x[len(r):]
+                return x
+            if isinstance(x, dict):
+                return {k: conv(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [conv(v) for v in x]
+            return x
+        return conv(obj)
+
+    def _local(self, obj: Any) -> Any:
+        """Inverse of :meth:`_portable` for this work folder (older markers pass unchanged)."""
+        if isinstance(obj, str):
+            if obj == self._WORK or obj.startswith(self._WORK + os.sep):
+                return str(self.work) + obj[len(self._WORK):]
+            return obj
+        if isinstance(obj, dict):
+            return {k: self._local(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._local(v) for v in obj]
+        return obj
 
     def ok(self, name: str) -> bool:
         st = self.stages.get(name)

@@ -82,12 +82,30 @@ def test_resume_after_kill_between_stages(finished, tmp_path):
     for name in ("student", "unfiltered", "test"):
         (copy / "stages" / name / "done.json").unlink()
     (copy / "results.json").unlink()
-    # the finished stages' result paths point into the original folder; only the rerun ones move
     res, _ = _run(copy)
     status = {n: s["status"] for n, s in res["stages"].items()}
     assert status["student"] == status["unfiltered"] == status["test"] == "done"
     assert all(status[n] == "cached" for n in EXPECTED - {"student", "unfiltered", "test"})
     assert (copy / "results.json").is_file()
+
+
+def test_moved_work_folder_reuses_its_stages(finished, tmp_path):
+    # stage identities and results hold paths inside the work folder as $WORK/...: a folder
+    # moved to another disk (here: a copy, the original deleted) is still a finished run
+    work, first, _ = finished
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(work, moved)
+    (moved / "results.json").unlink()
+    hidden = tmp_path / "hidden"
+    work.rename(hidden)           # nothing may still point into the old folder
+    try:
+        res, _ = _run(moved)
+    finally:
+        hidden.rename(work)
+    assert all(s["status"] == "cached" for s in res["stages"].values()), res["stages"]
+    assert [r["top1"] for r in res["table"]] == [r["top1"] for r in first["table"]]
+    done = json.loads((moved / "stages" / "student" / "done.json").read_text())
+    assert done["result"]["checkpoint"].startswith("$WORK/")
 
 
 def _video_score_layouts(work: Path) -> list[str]:
