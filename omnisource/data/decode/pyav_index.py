@@ -60,7 +60,6 @@ class StreamIndex:
     reason: str = ""
     verify: bool = False   # timestamps inferred (AVI): the reader checks each output frame
 
-
     @property
     def cost(self) -> int:
         """Cache cost in frames (an ordinal index costs 1)."""
@@ -133,16 +132,16 @@ def _avi_timestamp_problem(has_b_frames: bool, pts: list, placeholders: int) -> 
     """Why an AVI's packet timestamps cannot name frames ('' when they can).
 
     Why not always read AVIs in decode order: intra-only (MJPEG) and GOP-12 MPEG-4 AVIs, common
-    in the wild, would then decode every frame before the last sampled one -- 3-6x slower
-    than a keyframe seek (measured). The timestamps FFmpeg gives an AVI are chunk numbers:
-    they are presentation times when the stream has no frame reordering (then decode order
-    is display order), or when the codec parser reordered them itself (MPEG-4 Part 2:
-    decode-order numbers are then not increasing). They are wrong for a reordering stream
-    whose numbers still increase (H.264 with B-frames: decode order) and for packed MPEG-4
-    B-frames (DivX/XviD with placeholder or not-coded VOPs of a few bytes, as in HMDB51
-    and UCF101). Keyframe flags
-    in an AVI index can also be wrong, so the reader checks what comes out of the decoder
-    (``StreamIndex.verify``) and falls back to decode order at the first mismatch.
+    in the wild, would then decode every frame before the last sampled one -- 15-35x slower
+    per TSN clip than seeking (benchmarks/decode_formats.py). The timestamps FFmpeg gives an
+    AVI are chunk numbers: they are presentation times when the stream has no frame
+    reordering (then decode order is display order), or when the codec parser reordered them
+    itself (MPEG-4 Part 2: decode-order numbers are then not increasing). They are wrong for a
+    reordering stream whose numbers still increase (H.264 with B-frames: decode order) and for
+    packed MPEG-4 B-frames (DivX/XviD with placeholder or not-coded VOPs of a few bytes, as in
+    HMDB51 and UCF101). Keyframe flags in an AVI index can also be wrong, so the reader checks
+    what comes out of the decoder (``StreamIndex.verify``) and falls back to decode order at
+    the first mismatch.
     """
     if placeholders:
         return "avi with packed MPEG-4 B-frames (placeholder / not-coded frames)"

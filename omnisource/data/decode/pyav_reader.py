@@ -33,8 +33,8 @@ mode: decoded forward from the start and counted, which is exactly that definiti
 timestamps that look usable are checked frame by frame (a keyframe after every seek,
 increasing output timestamps). An AVI whose timestamps are in decode order (H.264 with
 B-frames) is counted, but may jump to the keyframe of a closed GOP, whose frame number is its
-chunk number; every jump is checked (:meth:`PyAVReader._read_ordinal`). Whenever the decoder disagrees
-with the index (a frame pts the index does not know, or a frame that never comes out
+chunk number; every jump is checked (:meth:`PyAVReader._read_ordinal`). Whenever the decoder
+disagrees with the index (a frame pts the index does not know, or a frame that never comes out
 although nothing failed), the reader switches to ordinal mode for that file, so the
 timestamp path can only ever make things faster, never different.
 
