@@ -330,8 +330,9 @@ class PyAVReader(VideoReader):
             except _Inconsistent as why:
                 log.info("%s: timestamp index disagrees with the decoder (%s); "
                          "reading in decode order", self.path, why)
-                index = self._set_index(StreamIndex("ordinal", index.num_frames,
-                                                    reason=str(why)))
+                index = self._set_index(StreamIndex(
+                    "ordinal", index.num_frames,
+                    reason=f"timestamps disagree with the decoder: {why}"))
                 self._close_container()
         if got is None and index.key_dpos:  # ordinal with keyframe seeks (verified)
             try:
@@ -339,7 +340,8 @@ class PyAVReader(VideoReader):
             except _Inconsistent as why:
                 log.info("%s: keyframe seeks disagree with the decoder (%s); "
                          "reading in decode order from the start", self.path, why)
-                self._set_index(StreamIndex("ordinal", index.num_frames, reason=str(why)))
+                self._set_index(StreamIndex("ordinal", index.num_frames,
+                                            reason=f"keyframe jumps disagree with the decoder: {why}"))
                 self._close_container()
         if got is None:
             got = self._read_ordinal(wanted)
