@@ -802,3 +802,29 @@ def test_mpeg_ps_and_ts_seek_by_decode_timestamp(tmp_path, suffix, codec):
             mode, seeks = r.mode, r.seeks
     if (suffix, codec) != (".mpg", "mpeg2video"):
         assert mode == "pts" and seeks >= 1
+
+
+def test_a_container_that_cannot_seek_is_read_from_the_start(tmp_path, monkeypatch):
+    # a demuxer seek that fails (unseekable input, broken index) must not fail the sample
+    from omnisource.data.decode import pyav_reader
+
+    path = tmp_path / "v.mp4"
+    _encode(path, [_pattern(i) for i in range(40)], gop=5)
+    ref = _sequential(path)
+    real_open = pyav_reader._open_container
+
+    class NoSeek:
+        def __init__(self, c):
+            self._c = c
+
+        def seek(self, *args, **kwargs):
+            raise OSError("this input cannot seek")
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+    monkeypatch.setattr(pyav_reader, "_open_container", lambda p: NoSeek(real_open(p)))
+    with open_video(path, cache_index=False) as r:
+        idx = [36, 38, 12]
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+        assert r.mode == "ordinal" and "seek failed" in r._index.reason

@@ -381,11 +381,18 @@ class PyAVReader(VideoReader):
             if k == 0:
                 return
         target = index.key_seek[k] if index.key_seek else index.key_pts[k]
-        self._container.seek(target, backward=True, any_frame=False,
-                             stream=self._stream)  # also flushes the decoder
+        self._seek_container(target)
         self._it = self._container.demux(self._stream)
         self._next_dpos = None  # learnt from the first packet
         self._reset_decoder_state()
+
+    def _seek_container(self, target: int) -> None:
+        """Demuxer seek to the keyframe at or before ``target`` (also flushes the decoder); a
+        container that cannot seek sends the file to decode-from-start instead of failing."""
+        try:
+            self._container.seek(target, backward=True, any_frame=False, stream=self._stream)
+        except Exception as err:
+            raise _Inconsistent(f"seek failed: {err}") from err
 
     def _next_packet(self):
         """Next non-empty packet, or None at end of stream (a demux error counts as the end:
@@ -702,8 +709,7 @@ class PyAVReader(VideoReader):
                 if k > 0 and kd > self._ord_next + self.seek_threshold:
                     close_segment()
                     self.seeks += 1
-                    self._container.seek(index.key_seek[k], backward=True, any_frame=False,
-                                         stream=self._stream)
+                    self._seek_container(index.key_seek[k])
                     self._it = self._container.demux(self._stream)
                     self._reset_decoder_state()
                     self._ord_next = kd
