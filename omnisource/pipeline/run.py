@@ -94,12 +94,14 @@ class Pipeline:
         sdir = self.work / "stages" / name
         marker = sdir / "done.json"
         key = sha1_json(self._portable(ident))
+        # identities written before paths were made portable (same folder, same inputs)
+        same = {key, sha1_json(ident)}
         if marker.is_file():
             try:
                 done = json.loads(marker.read_text())
             except (OSError, ValueError):
                 done = {}
-            if done.get("ident") == key:
+            if done.get("ident") in same:
                 result = self._local(done.get("result", {}))
                 self.stages[name] = StageStatus(name, "cached", done.get("seconds", 0.0),
                                                 result=result)
@@ -113,7 +115,7 @@ class Pipeline:
                 prev = json.loads(started.read_text()).get("ident")
             except (OSError, ValueError):
                 prev = None
-            if prev != key:
+            if prev not in same:
                 import shutil
 
                 shutil.rmtree(sdir)

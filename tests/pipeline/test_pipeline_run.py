@@ -197,3 +197,27 @@ def test_2d_student_end_to_end(tmp_path):
     runs = {r["run"]: r for r in res["table"]}
     assert {"teacher", "student", "unfiltered"} <= set(runs)
     assert all(0.0 <= r["top1"] <= 1.0 for r in runs.values())
+
+
+def test_stage_markers_written_before_portable_paths_are_still_reused(tmp_path):
+    # a run folder finished by an older build holds identities of absolute paths: upgrading
+    # must not re-run its stages
+    from omnisource.pipeline.config import load_run_settings
+    from omnisource.pipeline.run import Pipeline
+    from omnisource.utils.io import sha1_json
+
+    work = tmp_path / "w"
+    pipe = Pipeline(work, None, load_run_settings(None, []), say=lambda s: None)
+    ident = {"manifest": str(work / "stages" / "a" / "m.jsonl")}
+    assert pipe.stage("a", ident, lambda d: {"out": str(d / "x")}) == {"out": str(work / "stages" / "a" / "x")}
+    marker = work / "stages" / "a" / "done.json"
+    done = json.loads(marker.read_text())
+    assert done["result"]["out"] == "$WORK/stages/a/x" and done["ident"] != sha1_json(ident)
+    done.update(ident=sha1_json(ident), result={"out": str(work / "stages" / "a" / "x")})  # old build
+    marker.write_text(json.dumps(done))
+
+    def must_not_run(d):
+        raise AssertionError("re-ran a finished stage")
+    again = Pipeline(work, None, load_run_settings(None, []), say=lambda s: None)
+    assert again.stage("a", ident, must_not_run) == {"out": str(work / "stages" / "a" / "x")}
+    assert again.stages["a"].status == "cached"
