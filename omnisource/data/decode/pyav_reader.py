@@ -708,10 +708,7 @@ class PyAVReader(VideoReader):
                 kd = index.key_dpos[k]
                 if k > 0 and kd > self._ord_next + self.seek_threshold:
                     close_segment()
-                    self.seeks += 1
-                    self._seek_container(index.key_seek[k])
-                    self._it = self._container.demux(self._stream)
-                    self._reset_decoder_state()
+                    self._seek_to_key(index, k)   # by key_seek: the AVI's chunk number
                     self._ord_next = kd
                     seg = {"key_pts": int(index.pts[kd]), "fed": 0, "out": 0}
             packet = self._next_packet()
