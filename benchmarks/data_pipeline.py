@@ -7,6 +7,10 @@ presets ``tsn_1x1x3_train``, ``tsn_1x1x8_train`` and ``slowonly_4x16x1_train``:
 * the split in one process: decode (open + index + sparse decode of the sampled frames)
   vs augment (the preset: resize, crop, flip, normalise, format), in ms per clip, and the
   CPU time per clip (all threads; the robust figure on a loaded machine);
+* decode only, the same frame indices on both sides, one thread, CPU per clip, and the share
+  of it spent inside FFmpeg's decoder calls. An exact reader built on FFmpeg must decode the
+  same reference-frame chains, so mmaction2's CPU per clip over that share is the ceiling of
+  any such reader on these videos (printed as "ceiling");
 * end-to-end clips/s through ``omnisource.data.build_dataset`` + a DataLoader with 0, 1
   and 2 worker processes (steady state: timed from the first batch on), reading the videos
   in the same fixed order as the mmaction2 side (``--shuffle`` to shuffle each side);
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +64,7 @@ MM_SCRIPT = r'''
 # without paying mmaction2's import time for each.
 import gc, json, sys, time
 import cv2
+import numpy as np
 import torch
 # as mmaction2's own training does (env_cfg mp_cfg opencv_num_threads=0): OpenCV's thread
 # pool is not fork-safe, and DataLoader workers forked after a cv2 call can hang
@@ -138,6 +144,22 @@ def split(req):
                 failed=failed)
 
 
+def decode_only(req):
+    """mmaction2's decode steps (DecordInit + DecordDecode, file read as mmaction2 reads it)
+    on frame indices chosen by the caller: both sides decode exactly the same frames."""
+    init, dec = (("DecordInit", "DecordDecode") if req["backend"] == "decord"
+                 else ("PyAVInit", "PyAVDecode"))
+    decode = Compose([dict(type=init), dict(type=dec)])
+    cpu = 0.0
+    for k, (video, inds) in enumerate(req["jobs"]):
+        c0 = time.process_time()
+        decode(dict(filename=video, label=0, start_index=0, modality="RGB", clip_len=1,
+                    frame_interval=1, num_clips=len(inds), frame_inds=np.array(inds)))
+        if k:  # the first clip warms up
+            cpu += time.process_time() - c0
+    return dict(cpu_ms=1000 * cpu / max(len(req["jobs"]) - 1, 1))
+
+
 def loader(req):
     w, bs, clips = req["workers"], req["batch_size"], req["clips"]
     ds = Clips(req["videos"], clips + bs, req["pipeline"], req["backend"])
@@ -164,7 +186,7 @@ print("READY", flush=True)
 for line in sys.stdin:
     req = json.loads(line)
     try:
-        res = split(req) if req["kind"] == "split" else loader(req)
+        res = {"split": split, "decode": decode_only, "loader": loader}[req["kind"]](req)
     except Exception as err:
         res = dict(error=f"{type(err).__name__}: {err}")
     print("RESULT " + json.dumps(res), flush=True)
@@ -233,6 +255,63 @@ def measure_split(preset_name: str, videos: list[Path], clips: int, backend: str
                 clips_per_s=clips / (t_dec + t_aug), cpu_ms=1000 * c_all / clips)
 
 
+def same_frame_jobs(preset_name: str, videos: list[Path], clips: int, seed: int) -> list:
+    """``clips + 1`` (video, frame indices) pairs drawn with our sampler (the first warms up),
+    video by video as in the other measurements; both sides decode exactly these."""
+    from omnisource.data.decode import open_video
+    from omnisource.data.presets import get_preset
+
+    preset = get_preset(preset_name)
+    rng = np.random.default_rng(seed)
+    jobs = []
+    for k in range(clips + 1):
+        v = videos[k % len(videos)]
+        with open_video(v) as r:
+            jobs.append((str(v), [int(i) for i in preset.sample(len(r), rng)]))
+    return jobs
+
+
+def measure_decode_only(jobs: list) -> dict:
+    """Decode only, one thread (no side-by-side keyframe runs), the frames of ``jobs``: CPU per
+    clip, and how much of it FFmpeg's decoder calls take -- the floor of any exact reader
+    built on FFmpeg, since it must decode the same reference-frame chains (what a read costs
+    besides them is opening, demuxing, seeking and the RGB conversion). The demux index is
+    cached here (``same_frame_jobs`` opened every video), as in training after the first
+    epoch or with a probe cache; mmaction2's decord builds its index at every open."""
+    from omnisource.data.decode.pyav_reader import PyAVReader
+
+    spent = [0.0]
+
+    class TimedReader(PyAVReader):
+        """Counts the CPU time (this thread) spent inside the decoder's send/receive calls."""
+
+        def _decode_packet(self, packet):
+            t = time.thread_time()
+            try:
+                return super()._decode_packet(packet)
+            finally:
+                spent[0] += time.thread_time() - t
+
+        def _drain(self):
+            t = time.thread_time()
+            try:
+                return super()._drain()
+            finally:
+                spent[0] += time.thread_time() - t
+
+    cpu = 0.0
+    for k, (video, inds) in enumerate(jobs):
+        if k == 1:
+            spent[0] = 0.0
+        c0 = time.thread_time()
+        with TimedReader(video, parallel=False) as r:
+            r.get_frames(np.asarray(inds))
+        if k:
+            cpu += time.thread_time() - c0
+    n = max(len(jobs) - 1, 1)
+    return dict(cpu_ms=1000 * cpu / n, decoder_ms=1000 * spent[0] / n)
+
+
 def measure_loader(preset_name: str, ann: Path, root: Path, workers: int, clips: int,
                    backend: str, batch_size: int, mp_context: str = "fork",
                    shuffle: bool = False) -> dict:
@@ -243,9 +322,12 @@ def measure_loader(preset_name: str, ann: Path, root: Path, workers: int, clips:
     batch). Decode costs differ 20x between the real videos; two independently shuffled
     63-clip samples differed by up to +-20% in mean cost, which showed up as ratio noise."""
     from omnisource.data import build_dataset
+    from omnisource.data.annotations import DuplicateEntryWarning
     from omnisource.data.datasets import build_dataloader
 
-    ds = build_dataset(ann, root, preset_name, backend=backend)
+    with warnings.catch_warnings():  # the list repeats its videos on purpose
+        warnings.simplefilter("ignore", DuplicateEntryWarning)
+        ds = build_dataset(ann, root, preset_name, backend=backend)
     gc.collect()  # no PyAV object of this process may be finalised inside a forked worker
     kw = {}
     if workers > 0 and mp_context != "fork":
@@ -402,6 +484,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def decode_only_rounds(name: str, args, videos: list[Path], mm: MMAction2 | None,
+                       results: dict) -> dict:
+    """Same frames on both sides, decode only, one thread, interleaved rounds (CPU per clip):
+    the comparison with the least noise, plus the exact-decoding ceiling it implies."""
+    jobs = same_frame_jobs(name, videos, args.clips, args.seed)
+    ours_runs, mm_runs = [], []
+    for _ in range(args.rounds):
+        ours_runs.append(measure_decode_only(jobs))
+        if mm is not None and "decord" in args.mm_backend:
+            r = mm.ask(kind="decode", backend="decord", jobs=jobs)
+            if r is not None:
+                mm_runs.append(r)
+    ours = median_of(ours_runs)
+    line = (f"  decode only, same frames, one thread: {ours['cpu_ms']:.1f} ms CPU per clip, "
+            f"{ours['decoder_ms']:.1f} ms of it in FFmpeg's decoder "
+            f"({100 * ours['decoder_ms'] / ours['cpu_ms']:.0f}%)")
+    if mm_runs:
+        m = median_of(mm_runs)
+        ours["mm_decord_cpu_ms"] = m["cpu_ms"]
+        results["mmaction2"].setdefault("decode_only_decord", {})[name] = {**m, "runs": mm_runs}
+        line += (f"; mmaction2 (decord) {m['cpu_ms']:.1f} ms -> {m['cpu_ms'] / ours['cpu_ms']:.2f}x; "
+                 f"ceiling of an exact FFmpeg-based reader (decoder calls only): "
+                 f"{m['cpu_ms'] / ours['decoder_ms']:.2f}x")
+    print(line)
+    return {**ours, "runs": ours_runs}
+
+
 def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
                    mm: MMAction2 | None, results: dict, table: list) -> None:
     """Interleaved rounds for one pipeline: one process split, then each DataLoader setting."""
@@ -439,6 +548,8 @@ def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
               f"{m['cpu_ms'] / split['cpu_ms']:.2f}x CPU")
     table.append((name, "1 process (no loader)", split["clips_per_s"], one.get("decord"),
                   one.get("pyav"), one_cpu.get("decord")))
+    if args.backend == "pyav":
+        res["decode_only"] = decode_only_rounds(name, args, videos, mm, results)
     mb = args.mm_loader_backend
     for w in args.workers:
         ours_w, mm_w = [], []

@@ -165,6 +165,8 @@ def test_keyframe_runs_decoded_side_by_side_equal_sequential(monkeypatch, ways):
         again = r.get_frames(idx[::-1])                  # later reads: sequential path
         assert np.array_equal(again, np.stack([ref[i] for i in idx[::-1]]))
         assert pools == [ways - 1]
+    with open_video(path, parallel=False) as r:         # the caller keeps the read on its thread
+        assert np.array_equal(r.get_frames(idx), got) and pools == [ways - 1]
     monkeypatch.setattr(pyav_reader, "decode_parallelism", lambda: 1)
     with open_video(path) as r:                          # no spare cores: one decoder
         assert np.array_equal(r.get_frames(idx), got) and pools == [ways - 1]

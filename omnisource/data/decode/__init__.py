@@ -27,7 +27,8 @@ def open_video(path: str | Path, backend: str = "pyav", **kw: Any) -> VideoReade
 
     Keyword options: pyav -- ``threads`` (None or 1: single-threaded FFmpeg, independent
     keyframe runs side by side when cores are free, see :func:`.pyav_reader.default_threads`;
-    0 = FFmpeg's own threading; N = N FFmpeg threads), ``seek_threshold``
+    0 = FFmpeg's own threading; N = N FFmpeg threads), ``parallel`` (False: never decode keyframe
+    runs side by side), ``seek_threshold``
     (packets), ``skip_nonref``, ``strict`` (damaged frames raise instead of being replaced),
     ``cache_index`` (reuse this process's demux index of the file, default True);
     decord -- ``threads``; rawframes -- ``template``, ``start_index`` (1), ``modality``

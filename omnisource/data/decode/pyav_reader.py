@@ -194,15 +194,20 @@ class PyAVReader(VideoReader):
     """See module docstring.
 
     ``threads``: FFmpeg decoding threads (``None``: :func:`default_threads`; 0: FFmpeg's
-    choice; 1: no threading). ``seek_threshold``: seek only when the keyframe before the next
-    wanted frame lies more than this many packets ahead. ``cache_index``: reuse this
-    process's cached demux index of the file (see :mod:`.pyav_index`).
+    choice; 1: no threading). ``parallel``: decode the independent keyframe runs of a read side
+    by side when cores are free (:func:`decode_parallelism`); False keeps a read on the calling
+    thread (a caller with its own pool, or a one-core CPU measurement). ``seek_threshold``:
+    seek only when the keyframe before the next wanted frame lies more than this many packets
+    ahead. ``cache_index``: reuse this process's cached demux index of the file (see
+    :mod:`.pyav_index`).
     """
 
     def __init__(self, path: str, threads: int | None = None, seek_threshold: int = 4,
-                 skip_nonref: bool = True, strict: bool = False, cache_index: bool = True):
+                 skip_nonref: bool = True, strict: bool = False, cache_index: bool = True,
+                 parallel: bool = True):
         self.path = str(path)
         self.threads = None if threads is None else int(threads)
+        self.parallel = bool(parallel)
         self.seek_threshold = int(seek_threshold)
         self.skip_nonref = bool(skip_nonref)
         self.strict = bool(strict)
@@ -619,7 +624,8 @@ class PyAVReader(VideoReader):
         thread, a fresh single-threaded reader of the same file (same index) each of the
         others in the decode pool. None when it does not apply (later reads keep the
         sequential path, whose decoder state chunked reads reuse)."""
-        ways = decode_parallelism() if self.threads is None or self.threads == 1 else 1
+        single = self.threads is None or self.threads == 1
+        ways = decode_parallelism() if single and self.parallel else 1
         if ways < 2 or self._reads or self._container is not None:
             return None
         buckets = self._parallel_buckets(index, wanted, ways)

@@ -1,0 +1,58 @@
+"""The data benchmarks run end to end on a generated video and record what they claim to measure.
+
+Nothing here times anything against a goal (speed goals live in ``benchmarks/``); the point is
+that a refactor of the reader cannot silently break the scripts or their instrumentation -- e.g.
+the decode-only measurement counts the CPU spent in FFmpeg's decoder calls by hooking the
+reader's packet/drain methods, and would report 0 ms if those hooks stopped being called.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _video(path: Path, n: int = 80) -> Path:
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
+        s.codec_context.gop_size = 20
+        s.codec_context.options = {"preset": "ultrafast", "bf": "2"}
+        for i in range(n):
+            img = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
+            fr.pts = i
+            for p in s.encode(fr):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def test_data_pipeline_benchmark_reports_its_split_and_decoder_share(tmp_path, capsys):
+    bench = _load("data_pipeline")
+    video = _video(tmp_path / "clip.mp4")
+    out = tmp_path / "numbers.json"
+    rc = bench.main(["--videos", str(video), "--presets", "tsn_1x1x3_train", "--clips", "4",
+                     "--rounds", "1", "--workers", "0", "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())["ours"]["tsn_1x1x3_train"]
+    assert res["split"]["clips_per_s"] > 0
+    only = res["decode_only"]
+    assert 0 < only["decoder_ms"] <= only["cpu_ms"]
+    assert res["loader"]["0"]["clips"] >= 4
+    text = capsys.readouterr().out
+    assert "decode only, same frames, one thread" in text and "in FFmpeg's decoder" in text
