@@ -3,8 +3,8 @@
 
 The real videos in ``../shared/data`` are mostly long-GOP H.264 MP4s and packed-B-frame MPEG-4
 AVIs (HMDB51, UCF101). Datasets in the wild also come as MJPEG AVIs (every frame a keyframe),
-MPEG-4 AVIs with a keyframe every 12 frames (FFmpeg's default), H.264 in AVI, and MPEG
-transport streams (broadcast and IPTV captures); how a
+MPEG-4 AVIs with a keyframe every 12 frames (FFmpeg's default), H.264 in AVI, MPEG
+transport streams (broadcast and IPTV captures) and MPEG program streams (DVD); how a
 reader treats those decides whether a TSN read decodes 3 frames or 3000. This benchmark writes
 one video of each kind (a moving pattern, 320x240, ``--frames`` frames at 25 fps), draws TSN
 train indices (``--preset``), and prints per kind:
@@ -48,6 +48,9 @@ KINDS = {
                               {"x264-params": "keyint=25:min-keyint=25:scenecut=0:bframes=3"}),
     "mpeg2-gop12-bframes.ts": (".ts", "mpeg2video", {"gop_size": 12, "bit_rate": 2_000_000,
                                                     "max_b_frames": 2}, {}),
+    # MPEG program stream (.mpg / .vob: DVD rips, old camcorders), open GOPs as FFmpeg writes
+    "mpeg2-gop15-bframes.mpg": (".mpg", "mpeg2video", {"bit_rate": 3_000_000},
+                                {"g": "15", "bf": "2", "sc_threshold": "1000000000"}),
     "h264-gop25-bframes.mp4": (".mp4", "libx264", {},
                                {"x264-params": "keyint=25:min-keyint=25:scenecut=0:bframes=3"}),
     "h264-gop250-bframes.mp4": (".mp4", "libx264", {}, {"x264-params": "keyint=250:bframes=3"}),

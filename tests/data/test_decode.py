@@ -786,9 +786,8 @@ def test_open_gop_bframes_start_the_run_at_the_keyframe_they_need(tmp_path, suff
                                           (".mpg", "mpeg2video")])
 def test_mpeg_ps_and_ts_seek_by_decode_timestamp(tmp_path, suffix, codec):
     # MPEG-PS/TS demuxers seek by dts: a seek to a keyframe's pts lands past it, which made
-    # every such file fall back to decoding from the start. Keyframes are sought by dts now.
-    # MPEG-2 in PS with open GOPs still falls back (the demuxer repeats a packet after a seek
-    # and the decoder's output order breaks: caught by the checks) -- exact either way.
+    # every such file fall back to decoding from the start. Keyframes are sought by dts now,
+    # and MPEG-PS a couple of packets early (see test_mpeg_ps_seek_skips_fragments).
     path = tmp_path / f"v{suffix}"
     opts = {"x264-params": "keyint=10:min-keyint=10:scenecut=0:bframes=2"} if codec == "libx264" else None
     ctx = {} if codec == "libx264" else {"gop_size": 10, "max_b_frames": 2, "bit_rate": 800_000}
@@ -802,8 +801,59 @@ def test_mpeg_ps_and_ts_seek_by_decode_timestamp(tmp_path, suffix, codec):
         with open_video(path) as r:
             assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), list(idx)
             mode, seeks = r.mode, r.seeks
-    if (suffix, codec) != (".mpg", "mpeg2video"):
-        assert mode == "pts" and seeks >= 1
+    assert mode == "pts" and seeks >= 1
+
+
+def test_interpolated_duplicate_timestamps_are_read_from_the_start(tmp_path):
+    # A small MPEG-1 program stream packs several frames into one PES packet; FFmpeg then
+    # interpolates the timestamps of the frames in between and gives two frames the same one
+    # (in the demuxer's packets and in the decoder's output). Timestamps cannot name frames
+    # there: the index says why and the reader counts frames in decode order -- exactly.
+    path = tmp_path / "v.mpg"
+    _encode_with(path, 90, "mpeg1video", {"g": "15", "bf": "2", "sc_threshold": "1000000000"},
+                 bit_rate=1_500_000)
+    ref = _sequential(path)
+    with open_video(path, cache_index=False) as r:
+        assert r.mode == "ordinal" and r._index.reason == "duplicate timestamps"
+        assert len(r) == len(ref) == 90
+    for idx in ([0, 15, 16, 89], [50, 14, 15]):
+        with open_video(path) as r:
+            assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), idx
+
+
+@pytest.mark.parametrize("packets_before", [None, 0])
+def test_mpeg_ps_seek_skips_fragments(tmp_path, monkeypatch, packets_before):
+    # After a seek FFmpeg's MPEG-PS demuxer hands out a fragment of the frame it lands in --
+    # one carrying the keyframe's own timestamp -- and labels the rest of the keyframe with the
+    # next timestamp. Fed to the decoder, the wanted frames never came out: every .mpg / .vob
+    # fell back to decoding from frame 0 on every read, and a read whose keyframe run produced
+    # no frame at all even failed as "no frame could be decoded" (a good file reported
+    # unreadable). The index now keeps the keyframes' packet sizes and sends the seek two
+    # packets early; the reader drops everything before the packet with the keyframe's
+    # timestamp *and* size. With the seek aimed at the keyframe itself (packets_before=0, the
+    # old target) the fragment must be refused and the read retried from the keyframe before.
+    from omnisource.data.decode import pyav_index
+
+    if packets_before is not None:
+        monkeypatch.setitem(pyav_index.SEEK_PACKETS_BEFORE, "mpeg", packets_before)
+    path = tmp_path / "v.mpg"
+    # open GOPs of 15 (I BB P BB P ...), as FFmpeg writes DVD-style MPEG-2. (MPEG-1 goes
+    # through the same demuxer; at this frame size its PS packs several frames per PES and
+    # FFmpeg interpolates duplicate timestamps: read from the start, see the duplicate test.)
+    _encode_with(path, 90, "mpeg2video", {"g": "15", "bf": "2", "sc_threshold": "1000000000"},
+                 bit_rate=1_500_000)
+    ref = _sequential(path)
+    with open_video(path, cache_index=False) as r:
+        index = r._build_index()
+    assert index.mode == "pts" and len(index.key_size) == len(index.key_dpos) >= 6
+    reads = seeks = 0
+    for idx in [[i] for i in range(0, 90, 4)] + [[20, 47, 88], [89, 3, 61], [44, 45, 46]]:
+        with open_video(path, parallel=False) as r:
+            assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), idx
+            assert r.mode == "pts", r._index.reason
+            reads, seeks = reads + 1, seeks + r.seeks
+    if packets_before == 0:
+        assert seeks > reads  # the fragments were refused and the seeks retried
 
 
 def test_a_container_that_cannot_seek_is_read_from_the_start(tmp_path, monkeypatch):
@@ -830,3 +880,27 @@ def test_a_container_that_cannot_seek_is_read_from_the_start(tmp_path, monkeypat
         idx = [36, 38, 12]
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
         assert r.mode == "ordinal" and "seek failed" in r._index.reason
+
+
+def test_a_run_that_outputs_nothing_without_errors_falls_back_instead_of_failing(tmp_path,
+                                                                               monkeypatch):
+    # A keyframe run whose packets all decode without error but give no frame means the index
+    # is wrong for this file (it happened with MPEG-PS seeks), not that the file is damaged:
+    # the read must fall back to decoding from the start, not fail the sample as unreadable.
+    from omnisource.data.decode import pyav_reader
+
+    path = tmp_path / "v.mp4"
+    _encode(path, [_pattern(i) for i in range(40)], gop=5)
+    ref = _sequential(path)
+    real = pyav_reader.PyAVReader._decode_packet
+
+    def silent_in_pts_mode(self, packet):
+        frames = real(self, packet)
+        return [] if self._index.mode == "pts" else frames
+
+    monkeypatch.setattr(pyav_reader.PyAVReader, "_decode_packet", silent_in_pts_mode)
+    with open_video(path, cache_index=False, parallel=False) as r:
+        idx = [12, 13]
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+        assert r.mode == "ordinal" and "never output" in r._index.reason
+        assert r.damaged_frames == 0

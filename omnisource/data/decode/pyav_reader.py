@@ -11,8 +11,10 @@ converts to RGB every frame up to the last index; we instead
   The index is cached per process (:mod:`.pyav_index`), so later epochs open each file once
   and never demux it twice;
 * jump to the keyframe before the next wanted frame when it lies more than
-  ``seek_threshold`` packets ahead (demuxer seek, decoder flushed). Before such a seek, and
-  after the last wanted frame of a sample, the decoder is *drained* (end-of-stream): the
+  ``seek_threshold`` packets ahead (demuxer seek, decoder flushed; the decoder is fed from the
+  keyframe's own packet, so a demuxer that lands early -- or hands out a fragment of a frame,
+  as MPEG program streams do -- costs a few packets read, never a wrong frame). Before such a
+  seek, and after the last wanted frame of a sample, the decoder is *drained* (end-of-stream): the
   wanted frames come out at once instead of after more packets decoded only to push them
   through the B-frame / frame-thread delay. A reader called again and again (chunked
   reads) keeps its decoder running instead, so it never seeks back;
@@ -113,6 +115,10 @@ def _first_video_stream(container):
         return s
     return container.streams.video[0]
 
+
+# Packets dropped after a seek while looking for the keyframe's own packet before the seek
+# counts as missed (MPEG-PS lands a packet or two early by design, see pyav_index).
+_MAX_DROPPED_AFTER_SEEK = 32
 
 _local = threading.local()
 
@@ -378,14 +384,17 @@ class PyAVReader(VideoReader):
             log.warning("%s: damaged stream (%s); using the nearest decodable frame",
                         self.path, what)
 
-    def _seek_to_key(self, index: StreamIndex, k: int) -> None:
-        """Position the demuxer at keyframe number ``k`` (decoder flushed)."""
+    def _seek_to_key(self, index: StreamIndex, k: int, via: int | None = None) -> None:
+        """Position the demuxer at keyframe number ``k`` (decoder flushed). ``via``: seek to
+        that earlier keyframe's position instead (a retry when the demuxer landed past ``k``);
+        :meth:`_read_pts` drops the packets before ``k``'s own."""
         self.seeks += 1
-        if k == 0 or self._container is None:
+        src = k if via is None else via
+        if src == 0 or self._container is None:
             self._fresh()  # reopening is the most robust way back to the very start
-            if k == 0:
+            if src == 0:
                 return
-        target = index.key_seek[k] if index.key_seek else index.key_pts[k]
+        target = index.key_seek[src] if index.key_seek else index.key_pts[src]
         self._seek_container(target)
         self._it = self._container.demux(self._stream)
         self._next_dpos = None  # learnt from the first packet
@@ -465,6 +474,7 @@ class PyAVReader(VideoReader):
         last_frame = None
         skipping = False
         top = max(pts_of)  # frames output past this one are kept for the next call
+        dropped, retried = 0, False  # after a seek: packets dropped before the keyframe's
 
         def take(frames: list) -> None:
             """Convert the wanted frames; frames fed in this run that should already have
@@ -520,6 +530,7 @@ class PyAVReader(VideoReader):
                 self._seek_to_key(index, k)
                 run_start = self._next_dpos  # None until the first packet tells us
                 skipping = False  # a fresh/flushed decoder
+                dropped, retried = 0, False
             # drain after the run unless it is the last of a later call (see docstring)
             drain_at = run_end if (run_end < dpos[order[-1]] or self._reads == 0) else None
             cc = self._stream.codec_context
@@ -529,6 +540,14 @@ class PyAVReader(VideoReader):
             use_skip = self.skip_nonref and cc.name in _NONREF_CODECS and not index.verify
             while True:
                 packet = self._next_packet()
+                if packet is None and self._next_dpos is None and not retried and k > 0:
+                    # the stream ended before the keyframe's packet came (MPEG-PS near the
+                    # end of a file: timestamps after a seek can be shifted): retry once
+                    self._seek_to_key(index, k, via=k - 1)
+                    dropped, retried = 0, True
+                    if self._next_dpos is not None:  # reopened at the start
+                        run_start = 0
+                    continue
                 if packet is None:  # end of stream with frames still pending
                     if skipping:
                         skipping = False
@@ -539,18 +558,29 @@ class PyAVReader(VideoReader):
                     if pending and self._errors == errors_at_start:
                         raise _Inconsistent("end of stream before all indexed frames came out")
                     for q in sorted(pending):
-                        if last_frame is None:
+                        if last_frame is None:  # (errors happened: see above)
                             raise DataError(self.path, "no frame could be decoded")
                         self._damaged(f"frame {pts_of[q]} could not be decoded")
                         out[pts_of[q]] = _frame_to_rgb(last_frame, rotation)
                     pending.clear()
                     break
                 ppts = packet.pts
-                if self._next_dpos is None:  # first packet after a seek
+                if self._next_dpos is None:  # after a seek: feed from the keyframe's packet on
                     d = dpos.get(ppts)
-                    if d is None or d > kd:
-                        raise _Inconsistent(f"seek landed on an unexpected packet "
-                                            f"(pts {ppts})")
+                    if d != kd or (index.key_size and packet.size != index.key_size[k]):
+                        # a packet before the keyframe, or a fragment of a frame (parsed
+                        # streams): dropped unfed. Past the keyframe: one retry from the
+                        # keyframe before, then the index is not to be trusted
+                        dropped += 1
+                        if (d is not None and d > kd) or dropped > _MAX_DROPPED_AFTER_SEEK:
+                            if retried or k == 0:
+                                raise _Inconsistent(f"seek landed past keyframe pts "
+                                                    f"{index.key_pts[k]} (pts {ppts})")
+                            self._seek_to_key(index, k, via=k - 1)
+                            dropped, retried = 0, True
+                            if self._next_dpos is not None:  # reopened at the start
+                                run_start = 0
+                        continue
                     self._next_dpos = run_start = self._fed_from = d
                 fed = self._next_dpos
                 self._next_dpos += 1
@@ -577,7 +607,7 @@ class PyAVReader(VideoReader):
                     for q in sorted(q for q in pending if dpos[q] <= fed
                                     and dpos[q] >= (run_start or 0)):
                         # fed but never output: damage, or the index is wrong
-                        if last_frame is None:
+                        if last_frame is None and self._errors != errors_at_start:
                             raise DataError(self.path, "no frame could be decoded")
                         self._replace_missing(q, last_frame, rotation, errors_at_start,
                                               pts_of, out)
