@@ -6,7 +6,8 @@ by skipping MPEG-4 placeholder packets, for HMDB51-style AVIs) and one decoded f
 
 ``--out probes.jsonl`` stores the results (atomically, merged with what the file already
 holds) so that datasets read counts from the cache instead of probing at every start
-(``omnisource.data.decode.load_probe_cache``).
+(``omnisource.data.decode.load_probe_cache``). ``--index-store idx.sqlite`` also keeps each
+video's demux index (see ``omnisource.data.decode.index_store``) for training to read back.
 
 Exit status: 0 even when some files are unreadable (they are reported, one line each) --
 probing is how you *find* broken files; ``--strict`` exits 1 if any file is unreadable.
@@ -29,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode", action="store_true",
                         help="decode every frame: exact count and damaged-stream detection")
     parser.add_argument("--out", metavar="JSONL", help="write/merge results into this cache")
+    parser.add_argument("--index-store", metavar="SQLITE",
+                        help="also keep each video's demux index in this file; give the same "
+                             "file to training (data option index_store, or the "
+                             "OMNISOURCE_INDEX_STORE environment variable) and no read demuxes "
+                             "a whole video again")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file")
     parser.add_argument("--backend", default="pyav", choices=["pyav", "decord"],
                         help="video decoder (default: pyav)")
@@ -78,13 +84,19 @@ def run(args: argparse.Namespace) -> int:
     from omnisource.data.decode import probe_many, write_probe_cache
 
     files = _expand(list(args.files), args.recursive)
-    records = probe_many(files, decode=args.decode, workers=args.workers, backend=args.backend)
+    records = probe_many(files, decode=args.decode, workers=args.workers, backend=args.backend,
+                         index_store=args.index_store)
     for rec in records:
         print(json.dumps(rec, sort_keys=True) if args.json else _line(rec))
     bad = sum(not r["readable"] for r in records)
     if args.out:
         n = write_probe_cache(args.out, records)
         print(f"wrote {args.out} ({n} records)", file=sys.stderr)
+    if args.index_store:
+        from omnisource.data.decode.index_store import get_store
+
+        store = get_store(args.index_store)
+        print(f"index store {store.path}: {len(store)} video(s)", file=sys.stderr)
     print(f"{len(records)} file(s), {len(records) - bad} readable, {bad} unreadable",
           file=sys.stderr)
     return 1 if (args.strict and bad) else 0

@@ -553,7 +553,7 @@ class ManifestDataset(ClipDataset):
 # ------------------------------------------------------------------------------------------
 _DATASET_OPTIONS = {"format", "label_map", "num_classes", "with_offset", "multi_label", "seed", "probe_cache",
                     "filename_tmpl", "start_index", "clipname_tmpl", "sampling_strategy", "max_tries",
-                    "decode_kwargs", "inflate", "soft_labels"}
+                    "decode_kwargs", "inflate", "soft_labels", "index_store"}
 
 
 def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test_mode: bool = False,
@@ -566,9 +566,15 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
     ``multi_label``, ``seed``, ``probe_cache`` (``omnisource probe --out`` file), rawframe
     ``filename_tmpl`` / ``start_index``, untrimmed ``clipname_tmpl`` / ``sampling_strategy``,
     ``max_tries``, ``decode_kwargs``, image ``inflate``, manifest ``soft_labels`` (train on the
-    sparse top-k ``meta.soft_label`` of filtered rows: see :mod:`omnisource.data.soft_labels`).
+    sparse top-k ``meta.soft_label`` of filtered rows: see :mod:`omnisource.data.soft_labels`),
+    ``index_store`` (a file of video demux indexes shared by the workers and kept between runs:
+    see :mod:`omnisource.data.decode.index_store`).
     """
     ds_kw = {k: overrides.pop(k) for k in list(overrides) if k in _DATASET_OPTIONS}
+    if ds_kw.get("index_store"):
+        ds_kw["decode_kwargs"] = {**(ds_kw.get("decode_kwargs") or {}),
+                                  "index_store": str(ds_kw.pop("index_store"))}
+    ds_kw.pop("index_store", None)
     if isinstance(preset, str):
         from omnisource.data.presets import get_preset
 

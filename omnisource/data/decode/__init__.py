@@ -30,11 +30,15 @@ def open_video(path: str | Path, backend: str = "pyav", **kw: Any) -> VideoReade
     0 = FFmpeg's own threading; N = N FFmpeg threads), ``parallel`` (False: never decode keyframe
     runs side by side), ``seek_threshold``
     (packets), ``skip_nonref``, ``strict`` (damaged frames raise instead of being replaced),
-    ``cache_index`` (reuse this process's demux index of the file, default True);
+    ``cache_index`` (reuse this process's demux index of the file, default True),
+    ``index_store`` (a file keeping indexes across processes and runs, see
+    :mod:`.index_store`; default ``$OMNISOURCE_INDEX_STORE``);
     decord -- ``threads``; rawframes -- ``template``, ``start_index`` (1), ``modality``
     ('rgb' | 'flow'), ``num_frames``, ``max_side``; image -- ``max_side``.
     """
     path = str(path)
+    if backend != "pyav":
+        kw.pop("index_store", None)  # a PyAV index; other backends index nothing
     if backend == "pyav":
         from .pyav_reader import PyAVReader
 

@@ -99,8 +99,12 @@ def _full_decode_count(path: str) -> tuple[int, int]:
     return n, errors
 
 
-def probe(path: str | Path, decode: bool = False, backend: str = "pyav") -> dict[str, Any]:
+def probe(path: str | Path, decode: bool = False, backend: str = "pyav",
+          index_store: str | Path | None = None) -> dict[str, Any]:
     """Describe one file; never raises for unreadable media (``readable=False`` + ``reason``).
+
+    ``index_store``: also keep the video's demux index in this :mod:`.index_store` file, so
+    training reads it back instead of demuxing the file again.
 
     Without ``decode`` this reads metadata, indexes the packets (no decoding) for an exact
     count where the container allows, and decodes the first frame (rotation, pixel format).
@@ -120,7 +124,10 @@ def probe(path: str | Path, decode: bool = False, backend: str = "pyav") -> dict
             rec.update(frames=1, frames_exact=True, height=int(img.shape[0]),
                        width=int(img.shape[1]), codec="image", readable=True, decoded=True)
             return rec
-        reader = open_video(path, backend="rawframes" if kind == "rawframes" else backend)
+        if kind == "rawframes":
+            reader = open_video(path, backend="rawframes")
+        else:
+            reader = open_video(path, backend=backend, index_store=index_store)
         with reader:
             info = reader.info
             rec.update({k: v for k, v in info.to_dict().items() if k not in ("path", "num_frames")})
@@ -157,7 +164,8 @@ def probe(path: str | Path, decode: bool = False, backend: str = "pyav") -> dict
 
 
 def probe_many(paths: Iterable[str | Path], decode: bool = False, workers: int = 2,
-               backend: str = "pyav", progress: bool | None = None) -> list[dict[str, Any]]:
+               backend: str = "pyav", progress: bool | None = None,
+               index_store: str | Path | None = None) -> list[dict[str, Any]]:
     """Probe many files in parallel threads (FFmpeg releases the GIL while decoding);
     results in input order, with a tqdm bar when attached to a terminal."""
     from tqdm import tqdm
@@ -168,7 +176,8 @@ def probe_many(paths: Iterable[str | Path], decode: bool = False, workers: int =
     paths = [str(p) for p in paths]
     out: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = pool.map(lambda p: probe(p, decode=decode, backend=backend), paths)
+        results = pool.map(lambda p: probe(p, decode=decode, backend=backend,
+                                            index_store=index_store), paths)
         # no tqdm object at all when quiet: its monitor thread would outlive this call, and a
         # live helper thread at fork time is what hangs forked DataLoader workers
         bar = tqdm(results, total=len(paths), desc="probe") if progress else results

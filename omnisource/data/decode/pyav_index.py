@@ -8,7 +8,9 @@ TSN read. The index depends only on the file's bytes, so it is cached per proces
 
 Memory: an entry stores numpy arrays (12 bytes per frame), so the default bound of 4 M frames
 (``OMNISOURCE_INDEX_CACHE_FRAMES``; 0 disables the cache) is ~50 MB per process and holds
-~13k ten-second clips. Least recently used entries are dropped first.
+~13k ten-second clips. Least recently used entries are dropped first. A dataset larger than
+that (Kinetics: 240k clips) would demux every file at every read: give it an on-disk
+:mod:`.index_store`, shared by all processes and runs.
 """
 from __future__ import annotations
 

@@ -66,6 +66,7 @@ import numpy as np
 from omnisource.errors import DataError
 
 from .base import FrameCountError, VideoInfo, VideoReader, stack_frames
+from .index_store import IndexStore, get_store
 from .pyav_index import INDEX_CACHE, StreamIndex, build_index, file_key
 
 log = logging.getLogger("omnisource.data.decode")
@@ -205,12 +206,13 @@ class PyAVReader(VideoReader):
     thread (a caller with its own pool, or a one-core CPU measurement). ``seek_threshold``:
     seek only when the keyframe before the next wanted frame lies more than this many packets
     ahead. ``cache_index``: reuse this process's cached demux index of the file (see
-    :mod:`.pyav_index`).
+    :mod:`.pyav_index`). ``index_store``: an :class:`~.index_store.IndexStore` file (path) that
+    keeps indexes across processes and runs (default: ``$OMNISOURCE_INDEX_STORE``, if set).
     """
 
     def __init__(self, path: str, threads: int | None = None, seek_threshold: int = 4,
                  skip_nonref: bool = True, strict: bool = False, cache_index: bool = True,
-                 parallel: bool = True):
+                 parallel: bool = True, index_store: str | os.PathLike | IndexStore | None = None):
         self.path = str(path)
         self.threads = None if threads is None else int(threads)
         self.parallel = bool(parallel)
@@ -242,8 +244,13 @@ class PyAVReader(VideoReader):
         # is kept for indexing or, when the index is cached, for decoding (one open per read)
         self._spare = _open_container(self.path)
         self._key = file_key(self.path) if self.cache_index else None
+        self._store = get_store(index_store) if self._key is not None else None
         if self._key is not None:
             self._index = INDEX_CACHE.get(self._key)
+            if self._index is None and self._store is not None:
+                self._index = self._store.get(self._key)
+                if self._index is not None:
+                    INDEX_CACHE.put(self._key, self._index)
 
     # -- container state ----------------------------------------------------------------
     def _fresh(self) -> None:
@@ -296,6 +303,8 @@ class PyAVReader(VideoReader):
         self._index, self._dpos = index, None
         if self._key is not None:
             INDEX_CACHE.put(self._key, index)
+            if self._store is not None:  # also a fall-back to ordinal: later runs start there
+                self._store.put(self._key, index)
         return index
 
     def _build_index(self) -> StreamIndex:
