@@ -904,3 +904,37 @@ def test_a_run_that_outputs_nothing_without_errors_falls_back_instead_of_failing
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
         assert r.mode == "ordinal" and "never output" in r._index.reason
         assert r.damaged_frames == 0
+
+
+def test_audio_streams_are_discarded_and_frames_stay_exact(tmp_path):
+    # the demuxer skips the packets of streams we never decode (most real clips carry audio,
+    # with more packets than video); the frames and the index must not change
+    path = tmp_path / "av.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
+        vs.codec_context.options = {"x264-params": "keyint=10:min-keyint=10:bframes=2"}
+        aus = c.add_stream("aac", rate=16000)
+        t_audio = 0
+        for i in range(50):
+            for p in vs.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
+                c.mux(p)
+            while t_audio < (i + 1) * 16000 // 25:
+                a = av.AudioFrame.from_ndarray(
+                    (rng.standard_normal((1, 1024)) * 0.1).astype(np.float32), format="fltp",
+                    layout="mono")
+                a.sample_rate, a.pts = 16000, t_audio
+                t_audio += 1024
+                for p in aus.encode(a):
+                    c.mux(p)
+        for s in (vs, aus):
+            for p in s.encode(None):
+                c.mux(p)
+    ref = _sequential(path)
+    with open_video(path, cache_index=False) as r:
+        idx = [0, 17, 33, 49]
+        assert len(r) == 50 and r.mode == "pts"
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+        others = [s for s in r._container.streams if s is not r._stream]
+        assert others and all(s.discard == av.stream.Discard.all for s in others)
