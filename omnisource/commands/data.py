@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="check only the first N samples")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any sample is unreadable")
     p.add_argument("--out", default=None, help="write the full report as JSON (atomically)")
+    p.add_argument("--index-store", default=None, metavar="SQLITE",
+                   help="keep every video's demux index in this file as it is read; give the same "
+                        "file to training (data option index_store, or OMNISOURCE_INDEX_STORE)")
     p.add_argument("--progress", default=None, action=argparse.BooleanOptionalAction,
                    help="progress bar (default: when stderr is a terminal, or OMNISOURCE_PROGRESS=1)")
 
@@ -65,7 +68,7 @@ def _check(args: argparse.Namespace) -> int:
                                preset=args.preset, label_map=args.label_map, num_classes=args.num_classes,
                                with_offset=args.with_offset, filename_tmpl=args.filename_tmpl,
                                start_index=args.start_index, clipname_tmpl=args.clipname_tmpl, limit=args.limit,
-                               progress=args.progress)
+                               progress=args.progress, index_store=args.index_store)
     print(format_summary(report), flush=True)
     if args.out:
         atomic_write_json(args.out, report)

@@ -136,8 +136,13 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
                       num_classes: int | None = None, with_offset: bool | None = None,
                       filename_tmpl: str = "img_{:05}.jpg", start_index: int = 1,
                       clipname_tmpl: str = "part_{}.mp4", sampling_strategy: str = "positive",
-                      limit: int | None = None, progress: bool | None = None) -> dict[str, Any]:
-    """Decode every sample of ``ann_file`` and return a JSON-able report (see ``omnisource data check``)."""
+                      limit: int | None = None, progress: bool | None = None,
+                      index_store: str | Path | None = None) -> dict[str, Any]:
+    """Decode every sample of ``ann_file`` and return a JSON-able report (see ``omnisource data check``).
+
+    ``index_store``: keep every video's demux index in this file as it is read, so training
+    with the same store never demuxes a file again (see ``omnisource.data.decode.index_store``).
+    """
     t0 = time.perf_counter()
     ann_file, root = Path(ann_file), Path(root)
     if not root.is_dir():
@@ -165,7 +170,8 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
     decode = DecodeOnly(sampler)
     # labels are not needed to read files; drop them so multi-label lists need no num_classes
     plain = [replace(s, label=None, soft_label=None) for s in samples]
-    common = dict(test_mode=True, backend=backend, strict=False)
+    common = dict(test_mode=True, backend=backend, strict=False,
+                  decode_kwargs={"index_store": str(index_store)} if index_store else None)
     ds: ClipDataset
     if fmt == "rawframes":
         ds = RawframeDataset(plain, root, decode, filename_tmpl=filename_tmpl, start_index=start_index, **common)

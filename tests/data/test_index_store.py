@@ -229,3 +229,15 @@ def test_probe_fills_a_store(tmp_path, capsys):
     assert f"index store {store_file}: 3 video(s)" in capsys.readouterr().err
     store = IndexStore(store_file)
     assert all(store.get(file_key(str(p))).num_frames == 20 for p in paths)
+
+
+def test_data_check_fills_a_store(tmp_path, capsys):
+    for i in range(3):
+        _write(tmp_path / f"v{i}.mp4", 20 + i, options=X264_B)
+    (tmp_path / "list.txt").write_text("".join(f"v{i}.mp4 0\n" for i in range(3)))
+    store_file = tmp_path / "idx.sqlite"
+    assert main(["data", "check", str(tmp_path / "list.txt"), "--root", str(tmp_path),
+                 "--workers", "2", "--index-store", str(store_file)]) == 0
+    capsys.readouterr()
+    store = IndexStore(store_file)
+    assert [store.get(file_key(str(tmp_path / f"v{i}.mp4"))).num_frames for i in range(3)] == [20, 21, 22]
