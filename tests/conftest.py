@@ -6,9 +6,12 @@ need them skip cleanly when that folder is absent.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/helpers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("OMNISOURCE_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -11,6 +11,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from helpers.media import encode_video  # noqa: E402
 from omnisource.data.decode import (  # noqa: E402
     FrameCountError, VideoInfo, VideoReader, open_video, probe, read_image)
 from omnisource.errors import ConfigError, DataError  # noqa: E402
@@ -600,22 +601,8 @@ def test_reader_state_survives_fork(tmp_path):
 
 # ------------------------------------------------------------------- AVI timestamps
 def _encode_with(path: Path, n: int, codec: str, options: dict | None = None, **ctx) -> None:
-    """``n`` frames ``_pattern(i)`` with ``codec`` in the container the suffix names, as
-    FFmpeg writes it (an AVI gets chunk-numbered timestamps); ``ctx``: codec-context
-    attributes, ``options``: codec options."""
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=25)
-        s.width, s.height = 96, 64
-        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        for k, v in ctx.items():
-            setattr(s.codec_context, k, v)
-        if options:
-            s.codec_context.options = options
-        for i in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+    """``n`` frames ``_pattern(i)`` (see :func:`helpers.media.encode_video`)."""
+    encode_video(path, n, codec, options, frame=_pattern, **ctx)
 
 
 def _count_decoded_packets(reader, monkeypatch) -> list[int]:

@@ -10,6 +10,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
+from helpers.media import encode_video  # noqa: E402
 from omnisource.cli import main  # noqa: E402
 from omnisource.data.decode import open_video  # noqa: E402
 from omnisource.data.decode import pyav_reader  # noqa: E402
@@ -34,20 +35,7 @@ def _frame(i: int) -> np.ndarray:
 
 def _write(path: Path, n: int, codec: str = "libx264", options: dict | None = None,
            **ctx) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=25)
-        s.width, s.height = 96, 64
-        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        for k, v in ctx.items():
-            setattr(s.codec_context, k, v)
-        if options:
-            s.codec_context.options = options
-        for i in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
+    return encode_video(path, n, codec, options, frame=_frame, **ctx)
 
 
 def _frames(path: Path) -> list[np.ndarray]:
