@@ -869,6 +869,24 @@ def test_a_container_that_cannot_seek_is_read_from_the_start(tmp_path, monkeypat
         assert r.mode == "ordinal" and "seek failed" in r._index.reason
 
 
+def test_a_seek_landing_on_an_earlier_keyframe_decodes_from_there(tmp_path, monkeypatch):
+    # demuxers without a fine seek index (a WebM without cues, a live recording) land on an
+    # earlier keyframe, possibly far before the one asked for: that is a valid start (more
+    # frames decoded), not a reason to distrust the index
+    from omnisource.data.decode import pyav_reader
+
+    path = tmp_path / "v.mp4"
+    _encode(path, [_pattern(i) for i in range(120)], gop=10)
+    ref = _sequential(path)
+    real_seek = pyav_reader.PyAVReader._seek_container
+    monkeypatch.setattr(pyav_reader.PyAVReader, "_seek_container",
+                        lambda self, target: real_seek(self, 0))   # always back to frame 0
+    with open_video(path, cache_index=False, parallel=False) as r:
+        idx = [95, 97, 40]
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+        assert r.mode == "pts" and r.seeks >= 1
+
+
 def test_a_run_that_outputs_nothing_without_errors_falls_back_instead_of_failing(tmp_path,
                                                                                monkeypatch):
     # A keyframe run whose packets all decode without error but give no frame means the index

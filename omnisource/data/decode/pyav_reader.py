@@ -501,6 +501,7 @@ class PyAVReader(VideoReader):
         skipping = False
         top = max(pts_of)  # frames output past this one are kept for the next call
         dropped, retried = 0, False  # after a seek: packets dropped before the keyframe's
+        key_num = {d: j for j, d in enumerate(index.key_dpos)}  # keyframe decode pos -> number
 
         def take(frames: list) -> None:
             """Convert the wanted frames; frames fed in this run that should already have
@@ -591,12 +592,15 @@ class PyAVReader(VideoReader):
                     pending.clear()
                     break
                 ppts = packet.pts
-                if self._next_dpos is None:  # after a seek: feed from the keyframe's packet on
+                if self._next_dpos is None:  # after a seek: start at a keyframe's own packet
                     d = dpos.get(ppts)
-                    if d != kd or (index.key_size and packet.size != index.key_size[k]):
-                        # a packet before the keyframe, or a fragment of a frame (parsed
-                        # streams): dropped unfed. Past the keyframe: one retry from the
-                        # keyframe before, then the index is not to be trusted
+                    j = key_num.get(d) if d is not None and d <= kd else None
+                    if j is None or (index.key_size and packet.size != index.key_size[j]):
+                        # not a keyframe at or before the run's (a packet before it, or a
+                        # fragment of a frame in a parsed stream): dropped unfed. An earlier
+                        # keyframe (a demuxer without a fine seek index) is a fine start.
+                        # Past the keyframe: one retry from the keyframe before, then the
+                        # index is not to be trusted
                         dropped += 1
                         if (d is not None and d > kd) or dropped > _MAX_DROPPED_AFTER_SEEK:
                             if retried or k == 0:
