@@ -315,6 +315,11 @@ def test_display_matrix_rotation(tmp_path, ccw):
     expected = np.rot90(src, (ccw // 90) % 4)
     assert got.shape == expected.shape
     assert np.abs(got.astype(int) - expected).mean() < 3
+    # later reads open the MP4 without FFmpeg's probe decode, whose frames carry no display
+    # matrix: the rotation the first read saw (kept in the index) must still be applied
+    with open_video(path) as r:
+        assert r._spare_fast and r._index.rotation % 360 == ccw % 360
+        assert np.array_equal(r.get_frames([0])[0], got)
 
 
 def test_animated_gif_as_video(tmp_path):
@@ -862,7 +867,8 @@ def test_a_container_that_cannot_seek_is_read_from_the_start(tmp_path, monkeypat
         def __getattr__(self, name):
             return getattr(self._c, name)
 
-    monkeypatch.setattr(pyav_reader, "_open_container", lambda p: NoSeek(real_open(p)))
+    monkeypatch.setattr(pyav_reader, "_open_container",
+                        lambda p, fast=False: NoSeek(real_open(p, fast)))
     with open_video(path, cache_index=False) as r:
         idx = [36, 38, 12]
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
@@ -943,3 +949,39 @@ def test_audio_streams_are_discarded_and_frames_stay_exact(tmp_path):
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
         others = [s for s in r._container.streams if s is not r._stream]
         assert others and all(s.discard == av.stream.Discard.all for s in others)
+
+
+def test_mp4_with_a_known_index_opens_without_probe_decoding(tmp_path, monkeypatch):
+    # FFmpeg decodes frames at open time only to probe the stream; with a timestamp index of an
+    # MP4 (and the rotation a first read saw) the reader skips that, yet must return the same
+    # frames -- and a fall-back to decoding from the start must open normally again
+    from omnisource.data.decode import pyav_reader
+
+    path = tmp_path / "v.mp4"
+    _encode(path, [_pattern(i) for i in range(60)], gop=10,
+            options={"x264-params": "bframes=3:b-pyramid=normal"})
+    ref = _sequential(path)
+    opens = []
+    real_open = pyav_reader._open_container
+    monkeypatch.setattr(pyav_reader, "_open_container",
+                        lambda p, fast=False: (opens.append(fast), real_open(p, fast))[1])
+    with open_video(path, parallel=False) as r:  # first sight: index built, rotation seen
+        assert r.mode == "pts" and r._index.fmt == "mov" and r._index.rotation is None
+        assert np.array_equal(r.get_frames([5]), ref[5][None]) and r._index.rotation == 0
+    assert opens == [False, False]               # index build, then the decoding container
+    del opens[:]
+    idx = [57, 3, 31, 32]
+    with open_video(path, parallel=False) as r:  # index known: fast open
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+    assert opens == [True]
+    real_decode = pyav_reader.PyAVReader._decode_packet
+    real_drain = pyav_reader.PyAVReader._drain
+    monkeypatch.setattr(pyav_reader.PyAVReader, "_decode_packet",
+                        lambda self, p: [] if self._index.mode == "pts" else real_decode(self, p))
+    monkeypatch.setattr(pyav_reader.PyAVReader, "_drain",
+                        lambda self: [] if self._index.mode == "pts" else real_drain(self))
+    del opens[:]
+    with open_video(path, parallel=False) as r:  # frames "dropped": fall back, open normally
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+        assert r.mode == "ordinal"
+    assert opens == [True, False]

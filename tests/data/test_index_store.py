@@ -108,7 +108,8 @@ def test_a_reader_with_a_store_never_demuxes_the_file_again(tmp_path, monkeypatc
     with open_video(path, index_store=store_file) as r:
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
     store = get_store(store_file)
-    assert len(store) == 1 and store.writes == 1
+    assert len(store) == 1 and store.writes == 2       # the index, then the rotation it saw
+    assert store.get(file_key(str(path))).rotation == 0
     clear_index_cache()                        # a new process, a new run: memory is empty
 
     def no_demux(*args, **kwargs):
@@ -117,7 +118,7 @@ def test_a_reader_with_a_store_never_demuxes_the_file_again(tmp_path, monkeypatc
     with open_video(path, index_store=store_file) as r:
         assert len(r) == 60 and r.mode == "pts"
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
-    assert store.hits == 1
+    assert store.hits == 2                             # the check above, then the reader
 
 
 def test_a_changed_file_is_indexed_again(tmp_path):

@@ -51,7 +51,8 @@ def encode_index(index: StreamIndex) -> bytes:
         "v": STORE_VERSION, "mode": index.mode, "num_frames": int(index.num_frames),
         "key_dpos": [int(x) for x in index.key_dpos], "key_pts": [int(x) for x in index.key_pts],
         "key_seek": [int(x) for x in index.key_seek], "key_size": [int(x) for x in index.key_size],
-        "reason": index.reason, "verify": bool(index.verify),
+        "reason": index.reason, "verify": bool(index.verify), "fmt": index.fmt,
+        "rotation": index.rotation,
         "n_pts": int(pts.size), "n_dpos": int(dpos.size),
     }, separators=(",", ":")).encode()
     raw = struct.pack("<I", len(head)) + head + pts.tobytes() + dpos.tobytes()
@@ -75,7 +76,9 @@ def decode_index(blob: bytes) -> StreamIndex:
         return StreamIndex(head["mode"], int(head["num_frames"]), pts=pts, dpos=dpos,
                            key_dpos=list(head["key_dpos"]), key_pts=list(head["key_pts"]),
                            key_seek=list(head["key_seek"]), key_size=list(head["key_size"]),
-                           reason=head["reason"], verify=bool(head["verify"]))
+                           reason=head["reason"], verify=bool(head["verify"]),
+                           fmt=str(head.get("fmt", "")),
+                           rotation=None if head.get("rotation") is None else int(head["rotation"]))
     except (zlib.error, struct.error, KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"malformed index blob: {err}") from err
 

@@ -73,6 +73,8 @@ class StreamIndex:
     key_size: list[int] = field(default_factory=list)  # keyframe packet sizes (PARSED_FORMATS)
     reason: str = ""
     verify: bool = False   # timestamps inferred (AVI): the reader checks each output frame
+    fmt: str = ""          # the container format (FFmpeg's first name: "mov", "matroska", ...)
+    rotation: int | None = None  # display rotation of the frames, once a read has seen one
 
     @property
     def cost(self) -> int:
@@ -141,7 +143,7 @@ def build_index(container, stream, path: str) -> StreamIndex:
     key_size = [int(sizes[k]) for k in keys] if fmt in PARSED_FORMATS else []
     return StreamIndex("pts", n, pts=arr[order], dpos=order.astype(np.int32), key_dpos=keys,
                        key_pts=[int(arr[k]) for k in keys], key_seek=key_seek,
-                       key_size=key_size, verify=verify)
+                       key_size=key_size, verify=verify, fmt=fmt)
 
 
 _DECODE_ORDER = "avi: frames are reordered but the timestamps are in decode order"
