@@ -138,9 +138,10 @@ def _first_video_stream(container):
     return container.streams.video[0]
 
 
-# Packets dropped after a seek while looking for the keyframe's own packet before the seek
-# counts as missed (MPEG-PS lands a packet or two early by design, see pyav_index).
+# How many packets may be dropped after a seek, looking for the keyframe's own packet, before
+# the seek counts as missed (MPEG-PS lands a packet or two early by design, see pyav_index).
 _MAX_DROPPED_AFTER_SEEK = 32
+
 
 def _video_only(container):
     """The stream :func:`_first_video_stream` picks, with every other stream discarded by the
@@ -401,8 +402,9 @@ class PyAVReader(VideoReader):
         rotation_known = index.rotation is not None
         frames = self._read_frames(index, idx)
         ix = self._index
-        if not rotation_known and ix is index and ix.rotation is not None and self._store is not None:
-            self._store.put(self._key, ix)  # learnt by this read (or its side-by-side runs)
+        learnt = not rotation_known and ix is index and ix.rotation is not None
+        if learnt and self._store is not None:
+            self._store.put(self._key, ix)  # by this read (or its side-by-side runs)
         return frames
 
     def _read_frames(self, index: StreamIndex, idx: np.ndarray) -> np.ndarray:
