@@ -16,7 +16,9 @@ serialised writers across the DataLoader's processes (WAL journal, busy timeout)
 keyed by absolute path and validated against the file's size and mtime, so a changed file is
 re-indexed, never read with a stale index. A store that cannot be opened or written (read-only
 folder, disk full, a corrupt file) is reported once and then ignored: decoding goes on with
-in-memory indexes, exactly as without a store.
+in-memory indexes, exactly as without a store. Keep the file on a local disk of each machine:
+SQLite's WAL journal needs shared memory between its users, which network file systems do not
+provide (multi-node training: one store per node, e.g. filled by ``omnisource probe`` on each).
 
 Blob format (``STORE_VERSION`` 1): a 4-byte little-endian header length, a JSON header (mode,
 frame count, keyframe lists, reason, verify flag, array dtypes and lengths), then the ``pts`` and
