@@ -114,7 +114,7 @@ def _sequential_access(path: Path) -> str | None:
     from omnisource.data.decode.pyav_index import INDEX_CACHE, file_key
 
     index = INDEX_CACHE.get(file_key(str(path)))
-    if index is None or index.mode == "pts" or index.key_dpos:
+    if index is None or index.access != "sequential":
         return None
     return index.reason or "no usable timestamps"
 

@@ -571,10 +571,9 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
     see :mod:`omnisource.data.decode.index_store`).
     """
     ds_kw = {k: overrides.pop(k) for k in list(overrides) if k in _DATASET_OPTIONS}
-    if ds_kw.get("index_store"):
-        ds_kw["decode_kwargs"] = {**(ds_kw.get("decode_kwargs") or {}),
-                                  "index_store": str(ds_kw.pop("index_store"))}
-    ds_kw.pop("index_store", None)
+    store = ds_kw.pop("index_store", None)
+    if store:
+        ds_kw["decode_kwargs"] = {**(ds_kw.get("decode_kwargs") or {}), "index_store": str(store)}
     if isinstance(preset, str):
         from omnisource.data.presets import get_preset
 

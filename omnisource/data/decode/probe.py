@@ -61,9 +61,7 @@ def _access(reader: Any) -> dict[str, Any]:
     index = getattr(reader, "_index", None)
     if index is None:
         return {}
-    access = ("seek" if index.mode == "pts" else "seek-checked" if index.key_dpos
-              else "sequential")
-    return {"access": access, "keyframes": len(index.key_dpos) or None,
+    return {"access": index.access, "keyframes": len(index.key_dpos) or None,
             "access_note": index.reason or None}
 
 

@@ -77,6 +77,15 @@ class StreamIndex:
     rotation: int | None = None  # display rotation of the frames, once a read has seen one
 
     @property
+    def access(self) -> str:
+        """How a sparse read reaches a frame: ``seek`` (timestamps name frames), ``seek-checked``
+        (counted in decode order, keyframe jumps checked) or ``sequential`` (decoded from the
+        start every time; ``reason`` says why)."""
+        if self.mode == "pts":
+            return "seek"
+        return "seek-checked" if self.key_dpos else "sequential"
+
+    @property
     def cost(self) -> int:
         """Cache cost in frames (an ordinal index costs 1)."""
         return max(1, int(self.pts.size))
