@@ -587,6 +587,15 @@ class PyAVReader(VideoReader):
                     pending.discard(q)
                 last_frame = fr
 
+        def retry_earlier(k: int) -> None:
+            """The demuxer missed keyframe ``k``'s own packet: seek once more, from the keyframe
+            before it (its packets up to ``k``'s are dropped unfed as after any seek)."""
+            nonlocal dropped, retried, run_start
+            self._seek_to_key(index, k, via=k - 1)
+            dropped, retried = 0, True
+            if self._next_dpos is not None:  # reopened at the start
+                run_start = 0
+
         def still_coming(q: int) -> bool:
             """Fed before this call, decoded (not skipped) and not output yet."""
             return (self._fed_from is not None and dpos[q] >= self._fed_from
@@ -624,10 +633,7 @@ class PyAVReader(VideoReader):
                 if packet is None and self._next_dpos is None and not retried and k > 0:
                     # the stream ended before the keyframe's packet came (MPEG-PS near the
                     # end of a file: timestamps after a seek can be shifted): retry once
-                    self._seek_to_key(index, k, via=k - 1)
-                    dropped, retried = 0, True
-                    if self._next_dpos is not None:  # reopened at the start
-                        run_start = 0
+                    retry_earlier(k)
                     continue
                 if packet is None:  # end of stream with frames still pending
                     if skipping:
@@ -660,10 +666,7 @@ class PyAVReader(VideoReader):
                             if retried or k == 0:
                                 raise _Inconsistent(f"seek landed past keyframe pts "
                                                     f"{index.key_pts[k]} (pts {ppts})")
-                            self._seek_to_key(index, k, via=k - 1)
-                            dropped, retried = 0, True
-                            if self._next_dpos is not None:  # reopened at the start
-                                run_start = 0
+                            retry_earlier(k)
                         continue
                     self._next_dpos = run_start = self._fed_from = d
                 fed = self._next_dpos
