@@ -25,6 +25,11 @@ the number of DataLoader workers or the order items are drawn in. Call :meth:`se
 epoch (with ``persistent_workers`` the workers keep their own copy of the dataset: index the
 dataset with ``(index, epoch)`` pairs instead, e.g. from :class:`EpochIndexSampler`).
 
+Batches: torch's DataLoader hands a whole batch of keys to :meth:`ClipDataset.__getitems__`,
+which fetches the items side by side on threads when the process has cores to spare (0 workers,
+or fewer workers than cores; :mod:`omnisource.data.parallelism`). The items are the same as
+one by one, since each depends only on its key.
+
 Readers are opened per item and closed before returning, so no decoder state is ever shared
 between a parent process and forked DataLoader workers (PyAV objects inherited through fork
 can crash workers); :func:`build_dataloader` also runs ``gc.collect()`` before the workers
@@ -35,6 +40,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -45,10 +51,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from omnisource.data.annotations import (Sample, detect_format, load_annotations, read_label_map,
                                          resolve_path)
+from omnisource.data.parallelism import fetch_many
 from omnisource.data.workers import worker_init_fn
 from omnisource.errors import ConfigError, DataError, InputError
 
 logger = logging.getLogger("omnisource.data.datasets")
+_failures_lock = threading.Lock()  # module-level: a dataset must stay picklable for spawned workers
 
 __all__ = [
     "ClipDataset", "VideoDataset", "RawframeDataset", "ImageDataset", "UntrimmedClipDataset",
@@ -223,6 +231,11 @@ class ClipDataset(Dataset):
         return int(self._perm[(self._pos[index] + k) % len(self._perm)])  # type: ignore[index]
 
     # ---------------------------------------------------------------- items
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> list[dict[str, Any]]:
+        """The items of a batch (what torch's DataLoader asks for when it batches), fetched
+        side by side when cores are free (:func:`~omnisource.data.parallelism.fetch_many`)."""
+        return fetch_many(self.__getitem__, keys)
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         if isinstance(key, tuple):
             index, epoch = int(key[0]), int(key[1])
@@ -264,10 +277,15 @@ class ClipDataset(Dataset):
                 raise err
             raise DataError(path, reason_text) from err
         key = classify_failure(path, err)
-        self._bad[i] = f"{key}: {reason_text}"
-        self.skipped[key] += 1
-        if str(path) not in self.skipped_files:
-            self.skipped_files[str(path)] = reason_text
+        with _failures_lock:  # the items of a batch may fail on several threads at once
+            first = i not in self._bad
+            self._bad[i] = f"{key}: {reason_text}"
+            if first:  # two threads given the same bad sample count it once
+                self.skipped[key] += 1
+            log_it = str(path) not in self.skipped_files
+            if log_it:
+                self.skipped_files[str(path)] = reason_text
+        if log_it:
             logger.warning("skipping %s (%s; listed at %s): %s", path, key, s.where, reason_text)
         return self._bad[i]
 

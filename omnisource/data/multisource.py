@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from omnisource.data.parallelism import fetch_many
 from omnisource.data.workers import worker_init_fn
 from omnisource.errors import ConfigError
 
@@ -312,6 +313,13 @@ class SoftLabelDataset(Dataset):
             self.labels_tensor[i])
         return item
 
+    def __getitems__(self, keys: list) -> list[dict]:
+        """Defined so the wrapped dataset's own ``__getitems__`` is never used (it would keep
+        the old labels); side by side when the wrapped items depend only on their keys."""
+        if _keyed(self.dataset):
+            return fetch_many(self.__getitem__, keys)
+        return [self.__getitem__(k) for k in keys]
+
 
 def _collate(items: list[dict]) -> dict:
     """Stack ``inputs`` and ``label`` (int ids or float rows); keep ``index`` and ``path``.
@@ -406,6 +414,12 @@ class _JointDataset(Dataset):
     def __getitem__(self, key: tuple[int, Any]) -> tuple[int, dict]:
         sid, inner = key
         return sid, self.datasets[sid][inner]
+
+    def __getitems__(self, keys: list[tuple[int, Any]]) -> list[tuple[int, dict]]:
+        """A joint batch, its items fetched side by side when cores are free."""
+        if all(_keyed(self.datasets[sid]) for sid, _ in keys):
+            return fetch_many(self.__getitem__, keys)
+        return [self.__getitem__(k) for k in keys]  # a plain dataset may rely on global RNGs
 
 
 def _joint_collate(items: list[tuple[int, dict]]) -> dict[int, dict]:

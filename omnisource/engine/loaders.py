@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
+from omnisource.data.parallelism import fetch_many
 from omnisource.data.workers import worker_init_fn
 from omnisource.engine.distributed import ShardSampler
 
@@ -56,6 +57,15 @@ class SeededDataset(Dataset):
         np.random.seed(seed)
         torch.manual_seed(seed)
         return self.dataset[index]
+
+    def __getitems__(self, keys: list) -> list:
+        """A batch: side by side on free cores for epoch-keyed datasets (their items depend only
+        on the key); one by one otherwise, since seeding global RNGs is not thread-safe. Defined
+        here so that the wrapped dataset's ``__getitems__`` (reached through ``__getattr__``) is
+        never handed these triples."""
+        if self._epoch_keyed:
+            return fetch_many(self.__getitem__, keys)
+        return [self.__getitem__(k) for k in keys]
 
     def __getattr__(self, name: str) -> Any:  # expose .skipped, .samples, ... of the dataset
         if name == "dataset":

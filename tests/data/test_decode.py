@@ -154,8 +154,8 @@ def test_keyframe_runs_decoded_side_by_side_equal_sequential(monkeypatch, ways):
     ref = _sequential(path)
     idx = np.linspace(0, len(ref) - 1, 8).astype(int)
     pools = []
-    real_pool = pyav_reader._run_pool
-    monkeypatch.setattr(pyav_reader, "_run_pool", lambda n: (pools.append(n), real_pool(n))[1])
+    real_pool = pyav_reader.thread_pool
+    monkeypatch.setattr(pyav_reader, "thread_pool", lambda n, name: (pools.append(n), real_pool(n, name))[1])
     monkeypatch.setattr(pyav_reader, "decode_parallelism", lambda: ways)
     with open_video(path) as r:
         buckets = r._parallel_buckets(r._build_index(), sorted(idx.tolist()), ways)

@@ -26,7 +26,9 @@ converts to RGB every frame up to the last index; we instead
 * decode single-threaded (:func:`default_threads` says why) and, when cores are free (the main
   process, or fewer workers than cores), decode the independent keyframe runs of a read side by
   side, each with its own demuxer and decoder in a thread (FFmpeg releases the GIL): the read
-  then takes as long as its longest run instead of the sum of them.
+  then takes as long as its longest run instead of the sum of them. When a dataset fetches
+  the clips of a batch side by side, those threads take the cores and every read stays on its
+  own thread (:mod:`omnisource.data.parallelism`).
 
 Index semantics: frame ``i`` is the ``i``-th frame a full decode from the start outputs.
 Streams without usable timestamps (missing or duplicate pts; AVIs whose chunk numbers are not
@@ -56,13 +58,12 @@ import bisect
 import logging
 import math
 import os
-import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 
+from omnisource.data.parallelism import decode_parallelism, thread_pool
 from omnisource.errors import DataError
 
 from .base import FrameCountError, VideoInfo, VideoReader, stack_frames
@@ -188,13 +189,6 @@ def _frame_to_rgb(frame, rotation: int) -> np.ndarray:
     return arr
 
 
-def _usable_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def default_threads() -> int:
     """FFmpeg decoding threads when the caller does not choose: 1.
 
@@ -203,37 +197,13 @@ def default_threads() -> int:
     overlap, and every seek or drain restarts their pipeline. Measured on the real videos in
     ../shared/data (TSN 1x1x3 indices, one process): 1 thread was faster in wall time as well
     as CPU on 4 of 5 files (test.mp4 141 -> 123 ms/clip, demo.mp4 90 -> 70, an HMDB51 AVI
-    116 -> 44) and 8% slower on one. Free cores are used by decoding independent keyframe runs
-    side by side instead (:func:`decode_parallelism`).
+    116 -> 44) and 8% slower on one. Measured again on test.mp4's first 200 packets: 2 frame
+    threads take a full decode from 153 to 125 ms wall, but with the non-reference frames
+    skipped (as a sparse read does) from 89 to 106 ms. Free cores are used by decoding
+    independent keyframe runs, or the clips of a batch, side by side instead
+    (:mod:`omnisource.data.parallelism`).
     """
     return 1
-
-
-def decode_parallelism() -> int:
-    """How many keyframe runs of one read may be decoded at once in this process.
-
-    All usable cores in a process that is not a DataLoader worker (0 workers: the main process
-    decodes alone); ``cores // num_workers`` inside a DataLoader worker, so the workers
-    together never oversubscribe the machine (the multi-source loader has one pool, too).
-    """
-    data = sys.modules.get("torch.utils.data")  # never import torch just for this
-    info = data.get_worker_info() if data is not None else None
-    if info is None:
-        return _usable_cpus()
-    return max(1, _usable_cpus() // max(1, int(info.num_workers)))
-
-
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
-
-
-def _run_pool(size: int) -> ThreadPoolExecutor:
-    """This process's thread pool for parallel keyframe runs (keyed by pid: a pool inherited
-    through ``fork`` has no threads)."""
-    key = (os.getpid(), size)
-    pool = _pools.get(key)
-    if pool is None:
-        pool = _pools[key] = ThreadPoolExecutor(size, thread_name_prefix="omnisource-decode")
-    return pool
 
 
 class PyAVReader(VideoReader):
@@ -753,7 +723,7 @@ class PyAVReader(VideoReader):
                 for _ in buckets[1:]]
         for sub in subs:
             sub._index, sub._dpos = index, self._dpos
-        pool = _run_pool(ways - 1)
+        pool = thread_pool(ways - 1, "decode")
         futures = [pool.submit(sub._read_pts, index, b) for sub, b in zip(subs, buckets[1:])]
         error: BaseException | None = None
         out: dict[int, np.ndarray] = {}
