@@ -719,6 +719,86 @@ def test_avi_timestamp_checks_fall_back_to_decode_order(monkeypatch):
         assert r.mode == "ordinal"
 
 
+def _max_outputs(types: str, idx) -> int:
+    """Frames a read of ``idx`` that skips unwanted B-frames decodes at most: the reference frames
+    up to the one after the last wanted frame, and the B-frames of runs holding a wanted one."""
+    wanted, last = set(np.asarray(idx).tolist()), int(np.max(idx))
+    runs = [m.span() for m in re.finditer("3+", types)]
+    needed = {j for a, b in runs if wanted & set(range(a, b)) for j in range(a, b)}
+    end = next((j for j in range(last, len(types)) if types[j] != "3"), len(types))
+    return len(needed | {j for j in range(min(end + 1, len(types))) if types[j] != "3"})
+
+
+def _counting_outputs(reader) -> list[int]:
+    """Count the frames the decoder outputs for ``reader`` (skipped frames output nothing)."""
+    count = [0]
+    decode = reader._decode_packet
+
+    def counted(packet):
+        frames = decode(packet)
+        count[0] += len(frames)
+        return frames
+
+    reader._decode_packet = counted
+    return count
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["mmaction2/tests/data/test.avi",
+                                  "hmdb51/AdvancedBoxingTechniquesandExercises_punch_u_nm_np1_ba_med_23.avi"])
+def test_packed_b_frame_avi_skips_the_b_frames_it_does_not_want(name):
+    """Decode-order reads learn the picture types; later reads skip unwanted B-frames (25-66% of
+    these files' frames) and still return exactly the frames of a full decode."""
+    path = DATA / name
+    if not path.exists():
+        pytest.skip("not staged")
+    ref = _sequential(path)
+    n = len(ref)
+    rng = np.random.default_rng(0)
+    with open_video(path, cache_index=False) as r:
+        assert r.mode == "ordinal"
+        first = _counting_outputs(r)
+        assert np.array_equal(r.get_frames([n - 1]), ref[-1][None])
+        types = r._index.types
+        assert first[0] >= n - 1 and len(types) >= n - 1 and set(types) <= {"1", "2", "3"}
+        index = r._index
+    assert types.count("3") > n // 4  # B-frames in these files
+    for trial in range(12):
+        idx = rng.choice(n, size=int(rng.integers(1, 9)), replace=trial % 2 == 0)
+        with open_video(path, cache_index=False) as r:
+            r._index = index
+            outs = _counting_outputs(r)
+            assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), idx
+            assert outs[0] <= _max_outputs(types, idx)  # the other B-frames were skipped
+    with open_video(path, cache_index=False) as r:  # chunk by chunk, one decoder all along
+        r._index = index
+        for a in range(0, n, 9):
+            chunk = list(range(a, min(a + 9, n)))[1::3]
+            if chunk:
+                assert np.array_equal(r.get_frames(chunk), np.stack([ref[i] for i in chunk]))
+        assert index.types == types or len(index.types) > len(types)
+
+
+@needs_data
+def test_wrong_learnt_picture_types_fall_back_to_every_frame():
+    path = DATA / "mmaction2/tests/data/test.avi"
+    if not path.exists():
+        pytest.skip("not staged")
+    ref = _sequential(path)
+    with open_video(path, cache_index=False) as r:
+        index = r._build_index()
+    index.types = "1" + "2" * (len(ref) - 1)  # B-frames said to be P-frames
+    index.types = index.types[:40] + "3" + index.types[41:]  # and one P-frame a B-frame
+    idx = [3, 50, 120]
+    with open_video(path, cache_index=False) as r:
+        r._index = index
+        assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+    assert index.types is None  # never skipped again for this file
+    with open_video(path, cache_index=False) as r:
+        r._index = index
+        assert np.array_equal(r.get_frames(idx[::-1]), np.stack([ref[i] for i in idx[::-1]]))
+
+
 def test_avi_wrong_keyframe_in_index_falls_back(tmp_path, monkeypatch):
     # An AVI index may flag the wrong chunks as keyframes. The demuxer usually lands on a real
     # keyframe anyway (decoding from there is right); when it lands on the false one, the
@@ -815,6 +895,18 @@ def test_interpolated_duplicate_timestamps_are_read_from_the_start(tmp_path):
     for idx in ([0, 15, 16, 89], [50, 14, 15]):
         with open_video(path) as r:
             assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), idx
+    # the reads learnt the picture types (MPEG-1 B-frames are never references): later reads
+    # skip the B-frames they do not want, and still give the frames of a full decode
+    with open_video(path) as r:
+        types = r._build_index().types
+    assert len(types) == 90 and types.count("3") > 40
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        idx = rng.choice(90, size=4)
+        with open_video(path) as r:
+            outs = _counting_outputs(r)
+            assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx])), idx
+            assert outs[0] <= _max_outputs(types, idx)
 
 
 @pytest.mark.parametrize("packets_before", [None, 0])

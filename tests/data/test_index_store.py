@@ -80,6 +80,9 @@ def test_the_kinds_cover_each_index_shape(tmp_path):
     back = decode_index(encode_index(plain))
     assert (back.mode, back.num_frames, back.reason, back.key_dpos) == ("ordinal", 81,
                                                                        plain.reason, [])
+    for types in ("", "12332332", None):  # picture types learnt by reads (None: do not skip)
+        plain.types = types
+        assert decode_index(encode_index(plain)).types == types
 
 
 def test_malformed_or_foreign_blobs_are_refused():
@@ -230,3 +233,18 @@ def test_data_check_fills_a_store(tmp_path, capsys):
     capsys.readouterr()
     store = IndexStore(store_file)
     assert [store.get(file_key(str(tmp_path / f"v{i}.mp4"))).num_frames for i in range(3)] == [20, 21, 22]
+
+
+def test_picture_types_learnt_by_a_read_are_stored(tmp_path):
+    # a packed-B-frame AVI (decode order): the types its reads learn let later runs skip B-frames
+    path = Path(__file__).resolve().parents[2].parent / "shared/data/mmaction2/tests/data/test.avi"
+    if not path.exists():
+        pytest.skip("not staged")
+    store = IndexStore(tmp_path / "idx.sqlite")
+    with open_video(path, index_store=store) as r:
+        r.get_frames([100])
+        learnt = r._index.types
+    assert len(learnt) >= 100 and "3" in learnt
+    clear_index_cache()
+    with open_video(path, index_store=store) as r:
+        assert r._build_index().types == learnt

@@ -21,8 +21,9 @@ SQLite's WAL journal needs shared memory between its users, which network file s
 provide (multi-node training: one store per node, e.g. filled by ``omnisource probe`` on each).
 
 Blob format (``STORE_VERSION`` 1): a 4-byte little-endian header length, a JSON header (mode,
-frame count, keyframe lists, reason, verify flag, array dtypes and lengths), then the ``pts`` and
-``dpos`` arrays, the whole zlib-compressed (regular timestamps compress ~10x).
+frame count, keyframe lists, reason, verify flag, learnt rotation and picture types, array dtypes
+and lengths), then the ``pts`` and ``dpos`` arrays, the whole zlib-compressed (regular timestamps
+compress ~10x).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def encode_index(index: StreamIndex) -> bytes:
         "key_dpos": [int(x) for x in index.key_dpos], "key_pts": [int(x) for x in index.key_pts],
         "key_seek": [int(x) for x in index.key_seek], "key_size": [int(x) for x in index.key_size],
         "reason": index.reason, "verify": bool(index.verify), "fmt": index.fmt,
-        "rotation": index.rotation,
+        "rotation": index.rotation, "types": index.types,
         "n_pts": int(pts.size), "n_dpos": int(dpos.size),
     }, separators=(",", ":")).encode()
     raw = struct.pack("<I", len(head)) + head + pts.tobytes() + dpos.tobytes()
@@ -80,7 +81,8 @@ def decode_index(blob: bytes) -> StreamIndex:
                            key_seek=list(head["key_seek"]), key_size=list(head["key_size"]),
                            reason=head["reason"], verify=bool(head["verify"]),
                            fmt=str(head.get("fmt", "")),
-                           rotation=None if head.get("rotation") is None else int(head["rotation"]))
+                           rotation=None if head.get("rotation") is None else int(head["rotation"]),
+                           types=head.get("types", ""))
     except (zlib.error, struct.error, KeyError, TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"malformed index blob: {err}") from err
 

@@ -75,6 +75,10 @@ class StreamIndex:
     verify: bool = False   # timestamps inferred (AVI): the reader checks each output frame
     fmt: str = ""          # the container format (FFmpeg's first name: "mov", "matroska", ...)
     rotation: int | None = None  # display rotation of the frames, once a read has seen one
+    # ordinal mode: picture types of frames 0, 1, ... (FFmpeg's AVPictureType digits, '3' = B) as
+    # far as reads have decoded every frame; lets a read skip the B-frames it does not want
+    # (see PyAVReader._read_ordinal). None: a read found them not to hold; never skip.
+    types: str | None = ""
 
     @property
     def access(self) -> str:
