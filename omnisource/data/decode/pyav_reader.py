@@ -82,7 +82,7 @@ _NONREF_CODECS = {"h264", "hevc"}
 # they are (StreamIndex.types). MPEG-4 Part 2 is the codec of DivX/XviD AVIs with packed
 # B-frames (HMDB51, UCF101), which are always read in decode order.
 _B_NONREF_CODECS = {"mpeg4", "mpeg1video", "mpeg2video"}
-_B = str(3)  # AV_PICTURE_TYPE_B in StreamIndex.types
+_B = "3"  # AV_PICTURE_TYPE_B in StreamIndex.types
 
 
 class _Inconsistent(Exception):
@@ -800,8 +800,9 @@ class PyAVReader(VideoReader):
         pending = set(wanted)
         out: dict[int, np.ndarray] = {}
         cc = self._stream.codec_context
-        known = index.types
-        typed = (not seekable and known is not None and cc.name in _B_NONREF_CODECS
+        types_at_start = index.types  # None: learnt types found not to hold, never skip
+        known = types_at_start or ""
+        typed = (not seekable and types_at_start is not None and cc.name in _B_NONREF_CODECS
                  and self._ord_next <= len(known))
         skip_b = typed and self.skip_nonref
         learnt: list[str] = []      # types of frames past ``known``, decoded in this call
@@ -810,9 +811,9 @@ class PyAVReader(VideoReader):
         def b_run(j: int) -> tuple[int, int] | None:
             """Frames ``j ..`` while they are B-frames, when the run's end is known."""
             k = j
-            while k < len(known) and known[k] == _B:  # type: ignore[arg-type]
+            while k < len(known) and known[k] == _B:
                 k += 1
-            return (j, k - 1) if j < k < len(known) else None  # type: ignore[arg-type]
+            return (j, k - 1) if j < k < len(known) else None
 
         def take(frames: list) -> None:
             nonlocal skipping
@@ -829,11 +830,11 @@ class PyAVReader(VideoReader):
                 self._ord_next += 1
                 if typed:
                     t = str(int(fr.pict_type))
-                    n = len(known)  # type: ignore[arg-type]
+                    n = len(known)
                     if i < n:
-                        if known[i] != t:  # type: ignore[index]
+                        if known[i] != t:
                             raise _Inconsistent(f"frame {i} is of picture type {t}, "
-                                                f"learnt as {known[i]}")  # type: ignore[index]
+                                                f"learnt as {known[i]}")
                     elif i == n + len(learnt):
                         learnt.append(t)
                 if i in pending:
@@ -900,8 +901,8 @@ class PyAVReader(VideoReader):
             if self._stream is not None and self._stream.codec_context is cc \
                     and cc.skip_frame != "DEFAULT":
                 cc.skip_frame = "DEFAULT"  # a later call decides afresh
-            if learnt and index.types is known:  # (None: found not to hold meanwhile)
-                grown = known + "".join(learnt)  # type: ignore[operator]
+            if learnt and index.types is types_at_start:  # (not None-d or grown meanwhile)
+                grown = known + "".join(learnt)
                 if len(grown) > len(index.types or ""):
                     index.types = grown
         return out
