@@ -18,6 +18,10 @@ presets ``tsn_1x1x3_train``, ``tsn_1x1x8_train`` and ``slowonly_4x16x1_train``:
   the reference venv by one long-lived subprocess (omnisource never imports mmaction2), on
   the same videos and clip counts, with the same normalisation added: one process with
   decord and with PyAV, and through a torch DataLoader with the same worker counts (decord).
+  Every clip mmaction2 decodes has the frames our pipeline sampled for the same clip (its
+  SampleFrames is replaced by those indices; ``--own-frames`` lets it sample its own): the
+  cost of a frame differs up to 20x within one video (just after a keyframe or 250 frames
+  past it), so two pipelines sampling 63 clips independently differ by +-20% on luck alone.
   Ours and mmaction2's measurements alternate (``--rounds``, medians reported), so both see
   the same machine load; a summary table with the ratios closes the output.
 
@@ -81,10 +85,13 @@ MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
 STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
 
 
-def pipelines(p, backend):
+def pipelines(p, backend, given=False):
+    """``given``: the caller names each clip's frames (see ``start``), so SampleFrames is left
+    out (microseconds of work) and both sides decode the same frames."""
     init, dec = (("DecordInit", "DecordDecode") if backend == "decord"
                  else ("PyAVInit", "PyAVDecode"))
-    decode = Compose([dict(type=init), dict(type="SampleFrames", **p["sample"]), dict(type=dec)])
+    sample = [] if given else [dict(type="SampleFrames", **p["sample"])]
+    decode = Compose([dict(type=init), *sample, dict(type=dec)])
     crop = (dict(type="MultiScaleCrop", input_size=224, scales=(1, 0.875, 0.75, 0.66),
                  random_crop=False, max_wh_scale_gap=1) if p["crop"] == "msc"
             else dict(type="RandomResizedCrop"))
@@ -96,6 +103,14 @@ def pipelines(p, backend):
     return decode, augment
 
 
+def start(video, p, inds=None):
+    """The pipeline's input for one clip; with ``inds``, what SampleFrames would add for them."""
+    r = dict(filename=video, label=0, start_index=0, modality="RGB")
+    if inds is not None:
+        r.update(frame_inds=np.asarray(inds, dtype=np.int64), **p["sample"])
+    return r
+
+
 def normalise(x, fmt):
     x = x.float()
     if fmt == "NCHW":
@@ -104,29 +119,30 @@ def normalise(x, fmt):
 
 
 class Clips(torch.utils.data.Dataset):
-    def __init__(self, videos, n, p, backend):
-        self.videos, self.n, self.p = videos, n, p
-        self.decode, self.augment = pipelines(p, backend)
+    def __init__(self, videos, n, p, backend, inds=None):
+        self.videos, self.n, self.p, self.inds = videos, n, p, inds
+        self.decode, self.augment = pipelines(p, backend, given=inds is not None)
 
     def __len__(self):
         return self.n
 
     def __getitem__(self, i):
-        r = self.decode(dict(filename=self.videos[i % len(self.videos)], label=0,
-                             start_index=0, modality="RGB"))
+        r = self.decode(start(self.videos[i % len(self.videos)], self.p,
+                              None if self.inds is None else self.inds[i]))
         return normalise(self.augment(r)["inputs"], self.p["fmt"])
 
 
 def split(req):
     p = req["pipeline"]
-    decode, augment = pipelines(p, req["backend"])
+    inds = req.get("inds")
+    decode, augment = pipelines(p, req["backend"], given=inds is not None)
     videos = req["videos"]
     t_dec = t_aug = c_dec = c_aug = 0.0
     failed = 0
     for k in range(req["clips"] + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            r = decode(dict(filename=videos[k % len(videos)], label=0, start_index=0, modality="RGB"))
+            r = decode(start(videos[k % len(videos)], p, None if inds is None else inds[k]))
         except Exception:  # e.g. PyAVInit reads 0 frames from MKV headers; counted, not timed
             failed += 1
             continue
@@ -162,7 +178,7 @@ def decode_only(req):
 
 def loader(req):
     w, bs, clips = req["workers"], req["batch_size"], req["clips"]
-    ds = Clips(req["videos"], clips + bs, req["pipeline"], req["backend"])
+    ds = Clips(req["videos"], clips + bs, req["pipeline"], req["backend"], req.get("inds"))
     gc.collect()  # PyAV objects of earlier requests finalised in a forked worker hang it
     dl = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=w, shuffle=req["shuffle"],
                                      persistent_workers=w > 0)
@@ -238,11 +254,13 @@ def measure_split(preset_name: str, videos: list[Path], clips: int, backend: str
     preset = get_preset(preset_name)
     rng = np.random.default_rng(seed)
     t_dec = t_aug = c_all = 0.0
+    inds = []
     for k in range(clips + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         with open_video(videos[k % len(videos)], backend=backend) as r:
             idx = preset.sample(len(r), rng)
             frames = r.get_frames(idx)
+        inds.append([int(i) for i in idx])
         t1 = time.perf_counter()
         x = preset(frames, rng)
         t2, c2 = time.perf_counter(), time.process_time()
@@ -252,7 +270,7 @@ def measure_split(preset_name: str, videos: list[Path], clips: int, backend: str
             t_aug += t2 - t1
             c_all += c2 - c0
     return dict(decode_ms=1000 * t_dec / clips, augment_ms=1000 * t_aug / clips,
-                clips_per_s=clips / (t_dec + t_aug), cpu_ms=1000 * c_all / clips)
+                clips_per_s=clips / (t_dec + t_aug), cpu_ms=1000 * c_all / clips, inds=inds)
 
 
 def same_frame_jobs(preset_name: str, videos: list[Path], clips: int, seed: int) -> list:
@@ -315,6 +333,36 @@ def measure_decode_only(jobs: list, cold: bool = False) -> dict:
             cpu += time.thread_time() - c0
     n = max(len(jobs) - 1, 1)
     return dict(cpu_ms=1000 * cpu / n, decoder_ms=1000 * spent[0] / n)
+
+
+def loader_frame_indices(preset_name: str, ann: Path, root: Path, n: int, backend: str) -> list:
+    """The frame indices our dataset's items ``0 .. n-1`` sample in epoch 0 (each item's draw
+    depends only on its seed, epoch and index, so a DataLoader's workers sample the same), for
+    the mmaction2 side to decode the same frames. Read once here, unshuffled, unmeasured."""
+    from omnisource.data import build_dataset
+    from omnisource.data.annotations import DuplicateEntryWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DuplicateEntryWarning)
+        ds = build_dataset(ann, root, preset_name, backend=backend)
+    got: list = []
+    real = ds.sample_indices
+
+    def spy(total, rng):
+        rel = real(total, rng)
+        got.append([int(i) for i in rel])
+        return rel
+
+    ds.sample_indices = spy  # type: ignore[method-assign]
+    ds.set_epoch(0)
+    out = []
+    for i in range(n):
+        del got[:]
+        ds[i]
+        if len(got) != 1:  # a re-sample or a replacement draw: no single clip to name
+            raise RuntimeError(f"item {i} sampled {len(got)} times")
+        out.append(got[0])
+    return out
 
 
 def measure_loader(preset_name: str, ann: Path, root: Path, workers: int, clips: int,
@@ -426,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="shuffle the DataLoader measurements (each side with its own generator, "
                          "so the two sides time different clips; default: the same clips in the "
                          "same order on both sides)")
+    ap.add_argument("--own-frames", action="store_true",
+                    help="let mmaction2 sample its own frames (its SampleFrames) instead of decoding "
+                         "the frames our pipeline sampled for the same clip; the frames then differ, "
+                         "and decode costs differ up to 20x within one video (a frame just after a "
+                         "keyframe or 250 frames past it), so 63-clip ratios swing by +-20%%")
     ap.add_argument("--mp-context", default="fork", choices=["fork", "forkserver", "spawn"],
                     help="worker start method (default fork, the Linux default; OpenCV is kept "
                          "single-threaded so forked workers are safe, see omnisource.data.workers)")
@@ -530,9 +583,11 @@ def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
     vids = [str(v) for v in videos]
     for _ in range(args.rounds):
         ours_runs.append(measure_split(name, videos, args.clips, args.backend, args.seed))
+        given = None if args.own_frames else ours_runs[0]["inds"]
         if mm is not None and pipe is not None:
             for mb in args.mm_backend:
-                r = mm.ask(kind="split", pipeline=pipe, backend=mb, videos=vids, clips=args.clips)
+                r = mm.ask(kind="split", pipeline=pipe, backend=mb, videos=vids, clips=args.clips,
+                           inds=given)
                 if r is not None:
                     mm_runs[mb].append(r)
     split = median_of(ours_runs)
@@ -561,6 +616,9 @@ def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
     if args.backend == "pyav":
         res["decode_only"] = decode_only_rounds(name, args, videos, mm, results)
     mb = args.mm_loader_backend
+    given = None
+    if args.workers and mm is not None and not args.own_frames:
+        given = loader_frame_indices(name, ann, root, args.clips + args.batch_size, args.backend)
     for w in args.workers:
         ours_w, mm_w = [], []
         for _ in range(args.rounds):
@@ -569,7 +627,7 @@ def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
             if mm is not None and pipe is not None and mb != "none":
                 r = mm.ask(kind="loader", pipeline=pipe, backend=mb, videos=[str(v) for v in videos],
                            clips=args.clips, workers=w, batch_size=args.batch_size,
-                           shuffle=args.shuffle)
+                           shuffle=args.shuffle, inds=given)
                 if r is not None:
                     mm_w.append(r)
         r = median_of(ours_w)

@@ -302,8 +302,8 @@ def test_pixel_formats_and_full_range_convert_to_true_rgb(tmp_path, pix_fmt, col
             got = r.get_frames(range(len(colours)))
         for g, col in zip(got, colours):
             assert np.abs(g[10:-10, 10:-10].astype(int) - np.array(col)).max() <= 6, (pix_fmt, col)
-        with open_video(path) as r:  # a later read (an MP4 opens without probe decoding)
-            assert r._spare_fast == (suffix == ".mp4")
+        with open_video(path) as r:  # a later read opens without probe decoding
+            assert r._spare_fast == {".mp4": "mov", ".mkv": "matroska"}[suffix]
             assert np.array_equal(r.get_frames(range(len(colours))), got), suffix
 
 
@@ -964,7 +964,7 @@ def test_a_container_that_cannot_seek_is_read_from_the_start(tmp_path, monkeypat
             return getattr(self._c, name)
 
     monkeypatch.setattr(pyav_reader, "_open_container",
-                        lambda p, fast=False: NoSeek(real_open(p, fast)))
+                        lambda p, fast="": NoSeek(real_open(p, fast)))
     with open_video(path, cache_index=False) as r:
         idx = [36, 38, 12]
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
@@ -1047,6 +1047,55 @@ def test_audio_streams_are_discarded_and_frames_stay_exact(tmp_path):
         assert others and all(s.discard == av.stream.Discard.all for s in others)
 
 
+@pytest.mark.parametrize("name,codec,options", [
+    ("h264.mkv", "libx264", {"x264-params": "keyint=10:min-keyint=10:bframes=3:b-pyramid=normal"}),
+    ("vp9.webm", "libvpx-vp9", {"g": "10"}),
+])
+def test_matroska_with_a_known_index_opens_without_probing(tmp_path, monkeypatch, name, codec,
+                                                           options):
+    # Matroska/WebM opens without probing too (key-frame-only probe decode, tiny probesize):
+    # the header holds the codec parameters. An audio stream written first must not matter.
+    from omnisource.data.decode import pyav_reader
+
+    path = tmp_path / name
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as c:
+        aus = c.add_stream("libopus" if codec.startswith("libvpx") else "aac", rate=48000)
+        vs = c.add_stream(codec, rate=25)
+        vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
+        vs.codec_context.options = options
+        t_audio = 0
+        for i in range(40):
+            while t_audio < (i + 1) * 48000 // 25:
+                a = av.AudioFrame.from_ndarray(
+                    (rng.standard_normal((1, 960)) * 0.1).astype(np.float32), format="flt",
+                    layout="mono")
+                a.sample_rate, a.pts = 48000, t_audio
+                t_audio += 960
+                for p in aus.encode(a):
+                    c.mux(p)
+            for p in vs.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
+                c.mux(p)
+        for s in (vs, aus):
+            for p in s.encode(None):
+                c.mux(p)
+    ref = _sequential(path)
+    opens = []
+    real_open = pyav_reader._open_container
+    monkeypatch.setattr(pyav_reader, "_open_container",
+                        lambda p, fast="": (opens.append(fast), real_open(p, fast))[1])
+    with open_video(path, parallel=False) as r:  # first sight: index, rotation
+        assert r.mode == "pts" and r._index.fmt == "matroska"
+        assert np.array_equal(r.get_frames([3]), ref[3][None])
+    assert opens == ["", ""]
+    del opens[:]
+    for idx in ([39, 2, 21, 22], [17], [0, 38]):
+        with open_video(path, parallel=False) as r:
+            assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
+            assert r.mode == "pts"
+    assert opens == ["matroska"] * 3
+
+
 def test_mp4_with_a_known_index_opens_without_probe_decoding(tmp_path, monkeypatch):
     # FFmpeg decodes frames at open time only to probe the stream; with a timestamp index of an
     # MP4 (and the rotation a first read saw) the reader skips that, yet must return the same
@@ -1060,16 +1109,16 @@ def test_mp4_with_a_known_index_opens_without_probe_decoding(tmp_path, monkeypat
     opens = []
     real_open = pyav_reader._open_container
     monkeypatch.setattr(pyav_reader, "_open_container",
-                        lambda p, fast=False: (opens.append(fast), real_open(p, fast))[1])
+                        lambda p, fast="": (opens.append(fast), real_open(p, fast))[1])
     with open_video(path, parallel=False) as r:  # first sight: index built, rotation seen
         assert r.mode == "pts" and r._index.fmt == "mov" and r._index.rotation is None
         assert np.array_equal(r.get_frames([5]), ref[5][None]) and r._index.rotation == 0
-    assert opens == [False, False]               # index build, then the decoding container
+    assert opens == ["", ""]               # index build, then the decoding container
     del opens[:]
     idx = [57, 3, 31, 32]
     with open_video(path, parallel=False) as r:  # index known: fast open
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
-    assert opens == [True]
+    assert opens == ["mov"]
     real_decode = pyav_reader.PyAVReader._decode_packet
     real_drain = pyav_reader.PyAVReader._drain
     monkeypatch.setattr(pyav_reader.PyAVReader, "_decode_packet",
@@ -1080,4 +1129,4 @@ def test_mp4_with_a_known_index_opens_without_probe_decoding(tmp_path, monkeypat
     with open_video(path, parallel=False) as r:  # frames "dropped": fall back, open normally
         assert np.array_equal(r.get_frames(idx), np.stack([ref[i] for i in idx]))
         assert r.mode == "ordinal"
-    assert opens == [True, False]
+    assert opens == ["mov", ""]

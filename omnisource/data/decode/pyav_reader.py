@@ -95,24 +95,33 @@ def _av():
     return av
 
 
-# Containers whose demuxer gives a decoder everything it needs, reorder depth included (the MP4
-# demuxer derives it from the composition offsets), so the open may skip decoding frames to
-# probe the stream: see _open_container(fast=True).
-FAST_OPEN_FORMATS = {"mov"}
-# Codec option for the decoder FFmpeg uses only while probing streams at open time.
-_PROBE_WITHOUT_DECODING = {"skip_frame": "nonkey"}
+# Containers whose header gives a decoder everything it needs (codec parameters and extradata;
+# the MP4 demuxer derives the reorder depth from the composition offsets), so the open may skip
+# probing the stream by decoding: see _open_container(fast=True). The options go to FFmpeg's
+# open: ``skip_frame`` to the decoder it probes with (key frames only), ``probesize`` to the
+# demuxer. Matroska/WebM needs the latter: its demuxer reads packets until ``probesize`` bytes
+# (5 MB by default) to estimate frame rates the header does not hold -- 5.0 of 5.4 ms to open
+# the 426x240 flipping_a_pancake.mkv (1.5 ms with key frames only, 0.4 ms with both). The MP4
+# demuxer has sample tables and gains nothing from a small ``probesize``. Not for formats
+# without a header (MPEG-TS/PS, raw streams): there probing is what finds the streams.
+FAST_OPEN_FORMATS: dict[str, dict[str, str]] = {
+    "mov": {"skip_frame": "nonkey"},
+    "matroska": {"skip_frame": "nonkey", "probesize": "32"},
+}
 
 
-def _open_container(path: str, fast: bool = False):
+def _open_container(path: str, fast: str = ""):
     """Open with FFmpeg, turning every failure into a one-line DataError.
 
-    ``fast``: FFmpeg's stream probing at open decodes the first frame(s) only to learn what the
-    container already says or the first decoded frame will say (pixel format) -- 2.5 of the
-    2.6 ms to open test.mp4, 5 of 7 ms for a 340x256 Kinetics-like clip. With ``fast`` that
-    probing decoder skips non-key frames and gives up early. The reader asks for it only for
-    :data:`FAST_OPEN_FORMATS` files whose timestamp index it already has: the decoder used for
-    reading is separate and gets its parameters from the container, every decoded frame is
-    the same (checked on every MP4 in ../shared/data), and should a decoder ever drop a frame
+    ``fast``: a :data:`FAST_OPEN_FORMATS` name (the file's container format, from its index),
+    or "" for a normal open. FFmpeg's stream probing at open decodes the first frame(s) only to
+    learn what the container already says or the first decoded frame will say (pixel format)
+    -- 2.5 of the 2.6 ms to open test.mp4, 5 of 7 ms for a 340x256 Kinetics-like clip -- and a
+    Matroska demuxer reads on to estimate frame rates. A fast open probes with key frames only
+    and stops early. The reader asks for it only for :data:`FAST_OPEN_FORMATS` files whose
+    timestamp index it already has: the decoder used for reading is separate and gets its
+    parameters from the container, every decoded frame is the same (checked on every MP4 and
+    MKV in ../shared/data and on generated MKV/WebM files), and should a decoder ever drop a frame
     it misjudged as out of order, the timestamp checks notice the frame missing and the file
     falls back to decoding from the start with a normal open. One thing is lost: frames of a
     fast-opened file carry no display matrix, so the reader fast-opens only once a read of a
@@ -126,7 +135,7 @@ def _open_container(path: str, fast: bool = False):
         raise DataError(path, "empty file (0 bytes)")
     try:
         container = av.open(path, metadata_errors="replace",
-                            options=_PROBE_WITHOUT_DECODING if fast else None)
+                            options=FAST_OPEN_FORMATS[fast] if fast else None)
     except Exception as err:  # FFmpeg raises many types (InvalidDataError, EOFError, ...)
         raise DataError(path, f"cannot open as a video: {type(err).__name__}: {err}") from None
     if not container.streams.video:
@@ -269,15 +278,16 @@ class PyAVReader(VideoReader):
         # is kept for indexing or, when the index is cached, for decoding (one open per read)
         self._spare_fast = self._fast_open()
         self._spare = _open_container(self.path, fast=self._spare_fast)
-        self._container_fast = False            # the decoding container skipped probing
+        self._container_fast = ""               # the decoding container skipped probing
 
     # -- container state ----------------------------------------------------------------
-    def _fast_open(self) -> bool:
-        """Whether a decoding container may skip FFmpeg's probe decode (see _open_container):
-        only with a timestamp index (its checks catch a dropped frame) of a known format."""
+    def _fast_open(self) -> str:
+        """The format whose fast open a decoding container may use (see _open_container), or
+        "": only with a timestamp index (its checks catch a dropped frame) of a known format."""
         ix = self._index
-        return (ix is not None and ix.mode == "pts" and ix.fmt in FAST_OPEN_FORMATS
-                and ix.rotation is not None)
+        ok = (ix is not None and ix.mode == "pts" and ix.fmt in FAST_OPEN_FORMATS
+              and ix.rotation is not None)
+        return ix.fmt if ok else ""
 
     def _rotation_of(self, frame) -> int:
         """The frame's display rotation: from the index for a fast-opened container (its frames
