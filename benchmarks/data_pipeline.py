@@ -13,7 +13,12 @@ presets ``tsn_1x1x3_train``, ``tsn_1x1x8_train`` and ``slowonly_4x16x1_train``:
   any such reader on these videos (printed as "ceiling");
 * end-to-end clips/s through ``omnisource.data.build_dataset`` + a DataLoader with 0, 1
   and 2 worker processes (steady state: timed from the first batch on), reading the videos
-  in the same fixed order as the mmaction2 side (``--shuffle`` to shuffle each side);
+  in the same fixed order as the mmaction2 side (``--shuffle`` to shuffle each side). Each
+  video's demux index is known by then (this process read every clip once to name its
+  frames, and forked workers inherit its index cache): as from the second epoch on with
+  persistent workers, or in every epoch with an index store. What a first read costs
+  without one is in the decode-only line ("cold"); mmaction2's decord indexes the file at
+  every open;
 * with ``--compare-mmaction2``: the same pipelines from the mmaction2 1.2.0 configs, run in
   the reference venv by one long-lived subprocess (omnisource never imports mmaction2), on
   the same videos and clip counts, with the same normalisation added: one process with
@@ -617,8 +622,9 @@ def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
         res["decode_only"] = decode_only_rounds(name, args, videos, mm, results)
     mb = args.mm_loader_backend
     given = None
-    if args.workers and mm is not None and not args.own_frames:
-        given = loader_frame_indices(name, ann, root, args.clips + args.batch_size, args.backend)
+    if args.workers:  # also leaves every video's index in this process's cache (see docstring)
+        named = loader_frame_indices(name, ann, root, args.clips + args.batch_size, args.backend)
+        given = None if args.own_frames else named
     for w in args.workers:
         ours_w, mm_w = [], []
         for _ in range(args.rounds):
