@@ -340,10 +340,12 @@ def measure_decode_only(jobs: list, cold: bool = False) -> dict:
     return dict(cpu_ms=1000 * cpu / n, decoder_ms=1000 * spent[0] / n)
 
 
-def loader_frame_indices(preset_name: str, ann: Path, root: Path, n: int, backend: str) -> list:
+def loader_frame_indices(preset_name: str, ann: Path, root: Path, n: int, backend: str) -> list | None:
     """The frame indices our dataset's items ``0 .. n-1`` sample in epoch 0 (each item's draw
     depends only on its seed, epoch and index, so a DataLoader's workers sample the same), for
-    the mmaction2 side to decode the same frames. Read once here, unshuffled, unmeasured."""
+    the mmaction2 side to decode the same frames. Read once here, unshuffled, unmeasured.
+    None when an item has no single clip to name (an unreadable video replaced by another, or
+    a frame count corrected by re-sampling): mmaction2 then samples its own frames."""
     from omnisource.data import build_dataset
     from omnisource.data.annotations import DuplicateEntryWarning
 
@@ -363,9 +365,11 @@ def loader_frame_indices(preset_name: str, ann: Path, root: Path, n: int, backen
     out = []
     for i in range(n):
         del got[:]
-        ds[i]
-        if len(got) != 1:  # a re-sample or a replacement draw: no single clip to name
-            raise RuntimeError(f"item {i} sampled {len(got)} times")
+        item = ds[i]
+        if len(got) != 1 or item.get("index", i) != i:
+            print(f"  (item {i} of the list was re-sampled or replaced: mmaction2 samples its own "
+                  f"frames for this pipeline)")
+            return None
         out.append(got[0])
     return out
 

@@ -86,3 +86,15 @@ def test_data_pipeline_names_the_frames_each_loader_item_decodes(tmp_path, monke
             break
     assert len(decoded) == 6  # the items of a batch are read side by side: compare as sets
     assert sorted(decoded) == sorted(named)
+
+
+def test_data_pipeline_lets_mmaction2_sample_when_an_item_has_no_single_clip(tmp_path, capsys):
+    # an unreadable video is replaced by another one: there is no clip of *that* video to
+    # name, so the comparison falls back to each side sampling its own frames (no crash)
+    bench = _load("data_pipeline")
+    good = _video(tmp_path / "good.mp4")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    ann = tmp_path / "list.txt"
+    ann.write_text(f"{good.name} 0\nempty.mp4 0\n" * 2)
+    assert bench.loader_frame_indices("tsn_1x1x3_train", ann, tmp_path, 4, "pyav") is None
+    assert "samples its own" in capsys.readouterr().out
