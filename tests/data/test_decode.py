@@ -1013,31 +1013,42 @@ def test_a_run_that_outputs_nothing_without_errors_falls_back_instead_of_failing
         assert r.damaged_frames == 0
 
 
-def test_audio_streams_are_discarded_and_frames_stay_exact(tmp_path):
-    # the demuxer skips the packets of streams we never decode (most real clips carry audio,
-    # with more packets than video); the frames and the index must not change
-    path = tmp_path / "av.mp4"
+def _encode_with_audio(path: Path, n: int, codec: str, options: dict, *,
+                       audio: tuple[str, int, int, str], audio_first: bool = False) -> None:
+    """``n`` frames ``_pattern(i)`` at 25 fps plus a noise audio track interleaved with them
+    (real clips carry audio, usually with more packets than video). ``audio``: codec, sample
+    rate, samples per frame, sample format; ``audio_first``: the audio stream is stream 0."""
+    acodec, rate, size, sample_fmt = audio
     rng = np.random.default_rng(0)
     with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
+        aus = c.add_stream(acodec, rate=rate) if audio_first else None
+        vs = c.add_stream(codec, rate=25)
         vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
-        vs.codec_context.options = {"x264-params": "keyint=10:min-keyint=10:bframes=2"}
-        aus = c.add_stream("aac", rate=16000)
+        vs.codec_context.options = options
+        aus = aus or c.add_stream(acodec, rate=rate)
         t_audio = 0
-        for i in range(50):
+        for i in range(n):
             for p in vs.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
                 c.mux(p)
-            while t_audio < (i + 1) * 16000 // 25:
+            while t_audio < (i + 1) * rate // 25:
                 a = av.AudioFrame.from_ndarray(
-                    (rng.standard_normal((1, 1024)) * 0.1).astype(np.float32), format="fltp",
+                    (rng.standard_normal((1, size)) * 0.1).astype(np.float32), format=sample_fmt,
                     layout="mono")
-                a.sample_rate, a.pts = 16000, t_audio
-                t_audio += 1024
+                a.sample_rate, a.pts = rate, t_audio
+                t_audio += size
                 for p in aus.encode(a):
                     c.mux(p)
         for s in (vs, aus):
             for p in s.encode(None):
                 c.mux(p)
+
+
+def test_audio_streams_are_discarded_and_frames_stay_exact(tmp_path):
+    # the demuxer skips the packets of streams we never decode (most real clips carry audio,
+    # with more packets than video); the frames and the index must not change
+    path = tmp_path / "av.mp4"
+    _encode_with_audio(path, 50, "libx264", {"x264-params": "keyint=10:min-keyint=10:bframes=2"},
+                       audio=("aac", 16000, 1024, "fltp"))
     ref = _sequential(path)
     with open_video(path, cache_index=False) as r:
         idx = [0, 17, 33, 49]
@@ -1058,27 +1069,8 @@ def test_matroska_with_a_known_index_opens_without_probing(tmp_path, monkeypatch
     from omnisource.data.decode import pyav_reader
 
     path = tmp_path / name
-    rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as c:
-        aus = c.add_stream("libopus" if codec.startswith("libvpx") else "aac", rate=48000)
-        vs = c.add_stream(codec, rate=25)
-        vs.width, vs.height, vs.pix_fmt = 96, 64, "yuv420p"
-        vs.codec_context.options = options
-        t_audio = 0
-        for i in range(40):
-            while t_audio < (i + 1) * 48000 // 25:
-                a = av.AudioFrame.from_ndarray(
-                    (rng.standard_normal((1, 960)) * 0.1).astype(np.float32), format="flt",
-                    layout="mono")
-                a.sample_rate, a.pts = 48000, t_audio
-                t_audio += 960
-                for p in aus.encode(a):
-                    c.mux(p)
-            for p in vs.encode(av.VideoFrame.from_ndarray(_pattern(i), format="rgb24")):
-                c.mux(p)
-        for s in (vs, aus):
-            for p in s.encode(None):
-                c.mux(p)
+    audio = ("libopus", 48000, 960, "flt") if codec.startswith("libvpx") else ("aac", 48000, 1024, "fltp")
+    _encode_with_audio(path, 40, codec, options, audio=audio, audio_first=True)
     ref = _sequential(path)
     opens = []
     real_open = pyav_reader._open_container
