@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
+
 log = logging.getLogger("omnisource.web.similarity")
 
 #: candidates are proposed above ``threshold - SLACK`` and decided after float64 re-scoring
@@ -186,6 +188,13 @@ class SimilarityIndex:
             import faiss  # lazy: faiss is an optional extra
 
             d = self.targets.shape[1]
+            rows = self.targets.shape[0]
+            if ivf_lists and ivf_lists > rows:
+                # faiss would stop deep inside its k-means (a C++ assertion): say what to change
+                raise ConfigError(f"ivf_lists={int(ivf_lists)} needs at least that many target feature rows "
+                                  f"to train its lists, but the target index has {rows}: use "
+                                  f"ivf_lists <= {max(rows // 39, 1)} (faiss wants ~39 rows per list) or 0 "
+                                  f"for the exact index")
             if ivf_lists and ivf_lists > 0:
                 quantizer = faiss.IndexFlatIP(d)
                 index = faiss.IndexIVFFlat(quantizer, d, int(ivf_lists), faiss.METRIC_INNER_PRODUCT)

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from omnisource.errors import ConfigError
 from omnisource.web.dedup import DedupSettings, FeatureExtractor, run_dedup
 from omnisource.web.similarity import (CovarianceAccumulator, SimilarityIndex, aggregate_pairs, crop_similarity,
                                        fit_whitening, l2_normalize)
@@ -119,6 +120,9 @@ def test_faiss_and_exact_search_give_the_same_pairs():
     # an approximate IVF index finds a subset, with the same scores
     ivf = SimilarityIndex(t, backend="faiss", ivf_lists=16, nprobe=16).search(q, thr)
     assert np.array_equal(ivf[0], fa[0]) and np.array_equal(ivf[1], fa[1])   # nprobe == lists: exhaustive
+    # more IVF lists than target rows: a clear error naming the setting, not faiss's C++ assertion
+    with pytest.raises(ConfigError, match=r"ivf_lists=2048 .* has 1500: use ivf_lists <= 38"):
+        SimilarityIndex(t, backend="faiss", ivf_lists=2048)
 
 
 def test_aggregate_pairs_takes_the_best_frame_pair():
