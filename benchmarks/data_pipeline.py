@@ -592,7 +592,7 @@ def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
     vids = [str(v) for v in videos]
     for _ in range(args.rounds):
         ours_runs.append(measure_split(name, videos, args.clips, args.backend, args.seed))
-        given = None if args.own_frames else ours_runs[0]["inds"]
+        given = None if args.own_frames else ours_runs[-1]["inds"]  # the same in every round
         if mm is not None and pipe is not None:
             for mb in args.mm_backend:
                 r = mm.ask(kind="split", pipeline=pipe, backend=mb, videos=vids, clips=args.clips,

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from omnisource.errors import ConfigError
 
 log = logging.getLogger("omnisource.web.similarity")
 
