@@ -44,6 +44,12 @@ def cpu_bf16_support() -> tuple[bool, str]:
                    f"on this CPU (the bf16 speed-up needs AVX512-BF16 or AMX hardware)")
 
 
+def cpu_has_avx512() -> bool:
+    """Whether torch's CPU kernels run at the AVX-512 level here (oneDNN then has fast NDHWC
+    3D convolutions; see :func:`omnisource.engine.train.use_channels_last`)."""
+    return torch.backends.cpu.get_cpu_capability().upper().startswith("AVX512")
+
+
 def compile_toolchain_problem(device: torch.device) -> str | None:
     """Why ``torch.compile`` cannot work here, or None when it can.
 

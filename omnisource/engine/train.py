@@ -85,21 +85,31 @@ def model_num_classes(model: nn.Module, cfg: Config | None = None) -> int:
     return last[-1].out_features
 
 
-def use_channels_last(model: nn.Module, layout: str) -> bool:
-    """``train.channels_last: auto``: NHWC for 2D networks of real width.
+def use_channels_last(model: nn.Module, layout: str, device: torch.device | str | None = None) -> bool:
+    """``train.channels_last: auto``: NHWC for 2D networks of real width, NDHWC for 3D ones
+    on a CPU with AVX-512.
 
-    2D nets: oneDNN / cuDNN have fast NHWC convolutions (about 1.25x on a TSN-R50 training step
-    on our CPU, benchmarks/train_step.py). 3D nets stay NCDHW: on our CPU channels_last_3d
-    measured no faster for a SlowOnly-R50 training step (0.93x, interleaved, loaded machine)
-    and cuDNN's fp32 3D convolutions gain little from it; ``train.channels_last: true`` still
-    forces it (tests/models/test_memory_format.py checks it computes the same). Tiny debug
-    networks (narrowest conv < 16 channels) gain nothing, and torch 2.13's CPU backward was seen
-    to corrupt the heap for a ResNet-18 with 4-channel stages in NHWC on one thread.
+    2D nets: oneDNN / cuDNN have fast NHWC convolutions (TSN-R50 training step, fp32, 2 threads,
+    benchmarks/train_step.py: about 1.25x on an AVX2 AMD EPYC and on an AVX-512 Xeon). 3D nets:
+    oneDNN's NDHWC kernels are an AVX-512 path. On the Xeon (AVX-512 + AMX) a SlowOnly-R50 step
+    went 1.51 -> 1.82 samples/s in fp32 and 2.08 -> 3.68 in bf16 autocast with channels_last_3d;
+    on the AVX2 EPYC it measured 0.93x (interleaved, loaded machine), so there they stay NCDHW.
+    On GPU 3D nets stay NCDHW too (cuDNN's fp32 3D convolutions gain little from it; not
+    measured here). ``train.channels_last: true`` forces it anywhere
+    (tests/models/test_memory_format.py checks it computes the same). Tiny debug networks
+    (narrowest conv < 16 channels) gain nothing, and torch 2.13's CPU backward was seen to
+    corrupt the heap for a ResNet-18 with 4-channel stages in NHWC on one thread.
     """
-    if layout != "2d":
+    from omnisource.engine.hardware import cpu_has_avx512
+
+    conv = nn.Conv2d if layout == "2d" else nn.Conv3d
+    widths = [m.out_channels for m in model.modules() if isinstance(m, conv)]
+    if not widths or min(widths) < 16:
         return False
-    widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
-    return bool(widths) and min(widths) >= 16
+    if layout == "2d":
+        return True
+    on_cpu = device is None or torch.device(device).type == "cpu"
+    return layout == "3d" and on_cpu and cpu_has_avx512()
 
 
 def compile_for_training(net: nn.Module, dev: torch.device, source: Any = None) -> nn.Module:
@@ -250,7 +260,7 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
         elif info.is_main:  # torch's SyncBatchNorm needs CUDA tensors
             log.warning("dist.sync_bn ignored: SyncBatchNorm works on GPU only")
     model.to(dev)
-    channels_last = tcfg.channels_last if tcfg.channels_last != "auto" else use_channels_last(model, layout)
+    channels_last = tcfg.channels_last if tcfg.channels_last != "auto" else use_channels_last(model, layout, dev)
     if channels_last:
         # NHWC / NDHWC lets oneDNN / cuDNN pick their fast convolution paths (see use_channels_last)
         model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)

@@ -1,8 +1,8 @@
 """Channels-last (NHWC / NDHWC) computes what the default layout computes.
 
 The trainer switches real-width 2D models to channels-last by default (``train.channels_last:
-auto``) and 3D models with ``train.channels_last: true``, so outputs and gradients there must
-match the contiguous layout that the mmaction2 parity tests use.
+auto``), 3D models on an AVX-512 CPU, and any model with ``train.channels_last: true``, so
+outputs and gradients there must match the contiguous layout that the mmaction2 parity tests use.
 
 Gradients are compared on ResNet-18 depth: a randomly initialised ResNet-50 in train-mode BN on
 a handful of small frames is chaotic enough that *any* change of fp32 summation order (even
@@ -32,10 +32,23 @@ def _pair(name: str, **kw) -> tuple[nn.Module, nn.Module]:
             nn.init.uniform_(m.weight, 0.5, 1.5)
     cl = create_model(name, num_classes=5, base_channels=16, **kw)
     cl.load_state_dict(ref.state_dict())
-    # what `auto` picks: NHWC for 2D, contiguous for 3D (no measured gain on CPU)
-    assert use_channels_last(cl, cl.meta["layout"]) == (cl.meta["layout"] == "2d")
     cl.to(memory_format=CASES[name][1])
     return ref, cl
+
+
+@pytest.mark.parametrize("avx512", [False, True])
+def test_auto_picks_nhwc_for_2d_and_ndhwc_for_3d_only_on_avx512_cpus(monkeypatch, avx512: bool) -> None:
+    import omnisource.engine.hardware as hw
+
+    monkeypatch.setattr(hw, "cpu_has_avx512", lambda: avx512)
+    tsn = create_model("tsn_r50_1x1x3_100e_kinetics400_rgb", num_classes=5, base_channels=16)
+    slow = create_model("slowonly_r50_4x16x1_256e_kinetics400_rgb", num_classes=5, base_channels=16)
+    assert use_channels_last(tsn, "2d") and use_channels_last(tsn, "2d", "cpu")
+    assert use_channels_last(slow, "3d") is avx512
+    assert use_channels_last(slow, "3d", torch.device("cpu")) is avx512
+    assert not use_channels_last(slow, "3d", "cuda")  # not measured on GPU: stays NCDHW
+    tiny = create_model("slowonly_r50_4x16x1_256e_kinetics400_rgb", num_classes=5, base_channels=4)
+    assert not use_channels_last(tiny, "3d")  # debug widths gain nothing
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
