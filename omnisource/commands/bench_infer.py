@@ -23,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-clips", type=int)
     p.add_argument("--crops", type=int, choices=[1, 3, 10])
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", choices=["auto", "on", "off"],
+                   help="NHWC/NDHWC memory format (default: the config's train.channels_last, "
+                        "which is 'auto' unless set: what `omnisource test` uses)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", help="cpu | cuda")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
@@ -54,15 +56,16 @@ def peak_memory_mb(dev) -> tuple[str, float]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from omnisource.engine.evaluate import autocast_context, load_config_and_model
+    from omnisource.engine.evaluate import apply_memory_format, autocast_context, load_config_and_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg, model, dev = load_config_and_model(args.config, args.checkpoint, sets=args.sets,
                                             device=args.device)
-    if args.channels_last:
-        layout = (getattr(model, "meta", None) or {}).get("layout", "2d")
-        model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)
+    # load_config_and_model applied the config's setting; redo it to know (and report) the choice
+    setting = {"auto": "auto", "on": True, "off": False, None: cfg.train.channels_last}[args.channels_last]
+    model.to(memory_format=torch.contiguous_format)
+    channels_last = apply_memory_format(model, setting, dev)
     shape = test_input_shape(cfg, args.num_clips, args.crops)
     x = torch.randn((1,) + shape, device=dev)
     if dev.type == "cuda":
@@ -82,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     kind, mem = peak_memory_mb(dev)
     views = shape[0]
-    print(f"model: {cfg.model.name}  input per video: {list(shape)}  device: {dev}  amp: {args.amp}")
+    print(f"model: {cfg.model.name}  input per video: {list(shape)}  device: {dev}  amp: {args.amp}  "
+          f"channels_last: {channels_last}")
     print(f"videos/s: {args.num_videos / dt:.3f}  ({views} views per video: {views * args.num_videos / dt:.2f} views/s)")
     print(f"{kind}: {mem:.1f} MiB")
     return 0

@@ -116,7 +116,24 @@ def load_config_and_model(config: str, checkpoint: str | None, *, sets=None, dev
         load_checkpoint(model, checkpoint, strict=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev).eval()
+    apply_memory_format(model, cfg.train.channels_last, dev)
     return cfg, model, dev
+
+
+def apply_memory_format(model: torch.nn.Module, setting: Any, device: torch.device) -> bool:
+    """Switch ``model`` to NHWC / NDHWC as ``train.channels_last`` says (``auto``: see
+    :func:`omnisource.engine.train.use_channels_last`); returns whether it did.
+
+    Why test / predict / bench-infer follow the training setting: the layout that speeds up a
+    training step speeds up inference too (a validation pass during training already runs in it),
+    and scores agree with the contiguous layout to float rounding (tests/models/test_memory_format.py)."""
+    from omnisource.engine.train import model_layout, use_channels_last
+
+    layout = model_layout(model)
+    on = use_channels_last(model, layout, device) if setting == "auto" else bool(setting)
+    if on:
+        model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)
+    return on
 
 
 def test_preset_overrides(cfg, num_clips: int | None = None, crops: int | None = None) -> dict:

@@ -35,7 +35,7 @@ from omnisource.config import Config, derive, save_resolved
 from omnisource.engine import checkpoint_io as ckio
 from omnisource.engine.distributed import (DistInfo, all_reduce_mean, average_buffers, barrier,
                                            init_distributed)
-from omnisource.engine.evaluate import autocast_context, compute_metrics, run_inference
+from omnisource.engine.evaluate import apply_memory_format, autocast_context, compute_metrics, run_inference
 from omnisource.engine.hardware import cpu_bf16_support
 from omnisource.engine.loaders import TrainLoader, eval_loader
 from omnisource.engine.logging_utils import RunLogger, progress
@@ -253,17 +253,14 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
     if model is None:
         model = build_model(cfg)
     num_classes = model_num_classes(model, cfg)
-    layout = model_layout(model)
     if info.enabled and cfg.dist.sync_bn:
         if dev.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         elif info.is_main:  # torch's SyncBatchNorm needs CUDA tensors
             log.warning("dist.sync_bn ignored: SyncBatchNorm works on GPU only")
     model.to(dev)
-    channels_last = tcfg.channels_last if tcfg.channels_last != "auto" else use_channels_last(model, layout, dev)
-    if channels_last:
-        # NHWC / NDHWC lets oneDNN / cuDNN pick their fast convolution paths (see use_channels_last)
-        model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)
+    # NHWC / NDHWC lets oneDNN / cuDNN pick their fast convolution paths (see use_channels_last)
+    apply_memory_format(model, tcfg.channels_last, dev)
     net: nn.Module = model
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(

@@ -75,3 +75,16 @@ def test_channels_last_r50_eval_outputs_match(name: str) -> None:
     x = torch.randn(CASES[name][0])
     with torch.no_grad():
         torch.testing.assert_close(cl.eval()(x), ref.eval()(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("setting, expect", [("auto", True), (True, True), (False, False)])
+def test_inference_follows_the_training_memory_format_setting(setting, expect: bool) -> None:
+    """test / predict / bench-infer load the model through apply_memory_format with the
+    config's train.channels_last (auto: NHWC for a real-width 2D net on any CPU)."""
+    from omnisource.engine.evaluate import apply_memory_format
+
+    model = create_model("tsn_r50_1x1x3_100e_kinetics400_rgb", num_classes=5, base_channels=16)
+    assert apply_memory_format(model, setting, torch.device("cpu")) is expect
+    conv = model.backbone.conv1.conv.weight  # [16, 3, 7, 7]: the two layouts differ
+    assert conv.is_contiguous(memory_format=torch.channels_last) is expect
+    assert conv.is_contiguous() is (not expect)
