@@ -85,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "amp": "none",          # none | bf16 (CPU and GPU autocast) | fp16 (GPU only, with GradScaler)
-        "channels_last": "auto",  # auto | true | false: NHWC/NDHWC memory format (auto: on for 2D models)
+        "channels_last": "auto",  # auto | true | false: NHWC/NDHWC memory format (auto: 2D models; 3D on AVX-512 CPUs)
         "compile": False,       # torch.compile the training forward/backward (inductor; minutes to compile)
         "accum_steps": 1,       # gradient accumulation: optimizer step every N batches
         "mixup": {
