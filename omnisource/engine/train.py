@@ -89,11 +89,12 @@ def use_channels_last(model: nn.Module, layout: str, device: torch.device | str 
     """``train.channels_last: auto``: NHWC for 2D networks of real width, NDHWC for 3D ones
     on a CPU with AVX-512.
 
-    2D nets: oneDNN / cuDNN have fast NHWC convolutions (TSN-R50 training step, fp32, 2 threads,
-    benchmarks/train_step.py: about 1.25x on an AVX2 AMD EPYC and on an AVX-512 Xeon). 3D nets:
-    oneDNN's NDHWC kernels are an AVX-512 path. On the Xeon (AVX-512 + AMX) a SlowOnly-R50 step
-    went 1.51 -> 1.82 samples/s in fp32 and 2.08 -> 3.68 in bf16 autocast with channels_last_3d;
-    on the AVX2 EPYC it measured 0.93x (interleaved, loaded machine), so there they stay NCDHW.
+    2D nets: oneDNN / cuDNN have fast NHWC convolutions (TSN-R50 training step, fp32, batch 2,
+    2 threads: about 1.25x on an AVX2 AMD EPYC, 1.17x on an AVX-512 Xeon, back to back). 3D nets:
+    oneDNN's fast NDHWC kernels are an AVX-512 path. On the Xeon (AVX-512 + AMX), fp32 steps with
+    channels_last_3d against NCDHW: SlowOnly-R50 1.11-1.21x, I3D-R50 (8 frames) 1.05x, C2D-R50
+    1.38x; SlowOnly-R50 in bf16 autocast 1.77x (2.08 -> 3.68 samples/s). On the AVX2 EPYC a
+    SlowOnly-R50 step measured 0.93x (interleaved, loaded machine), so there they stay NCDHW.
     On GPU 3D nets stay NCDHW too (cuDNN's fp32 3D convolutions gain little from it; not
     measured here). ``train.channels_last: true`` forces it anywhere
     (tests/models/test_memory_format.py checks it computes the same). Tiny debug networks
