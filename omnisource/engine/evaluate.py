@@ -99,8 +99,10 @@ def compute_metrics(scores: np.ndarray, labels: list, metrics=("top_k_accuracy",
 CROP_NAMES = {1: "center", 3: "three", 10: "ten"}
 
 
-def load_config_and_model(config: str, checkpoint: str | None, *, sets=None, device: str | None = None):
-    """(cfg, model on device in eval mode) for test / predict / bench-infer."""
+def load_config_and_model(config: str, checkpoint: str | None, *, sets=None, device: str | None = None,
+                          fuse_conv_bn: bool = False):
+    """(cfg, model on device in eval mode) for test / predict / bench-infer; ``fuse_conv_bn``
+    folds the BatchNorms into their convolutions (:mod:`omnisource.models.fusion`)."""
     from omnisource.config import load_config
     from omnisource.engine.train import build_model
 
@@ -116,6 +118,12 @@ def load_config_and_model(config: str, checkpoint: str | None, *, sets=None, dev
         load_checkpoint(model, checkpoint, strict=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev).eval()
+    if fuse_conv_bn:
+        from omnisource.models.fusion import fuse_conv_bn as fuse
+
+        n = fuse(model)
+        if isinstance(getattr(model, "meta", None), dict):
+            model.meta["fused_conv_bn"] = n  # what the commands report
     apply_memory_format(model, cfg.train.channels_last, dev)
     return cfg, model, dev
 

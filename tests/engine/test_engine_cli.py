@@ -83,6 +83,12 @@ def test_train_test_fuse_commands(tiny_project, capsys):
     assert np.allclose(np.load(outs["npy"]), scores, atol=1e-6)
     with open(outs["pkl"], "rb") as fh:
         assert np.allclose(np.asarray(pickle.load(fh)), scores, atol=1e-6)
+    # the same scores with the BatchNorms folded into the convolutions
+    folded = root / "scores_folded.npy"
+    assert main(["test", str(cfg), str(work / "latest.pth"), "--num-clips", "2", "--crops", "3",
+                 "--average-clips", "prob", "--out", str(folded), "--fuse-conv-bn"]) == 0
+    np.testing.assert_allclose(np.load(folded), scores, atol=1e-5)
+    capsys.readouterr()
     assert main(["fuse", str(outs["json"]), str(outs["npy"]), "--weights", "1", "2",
                  "--ann", str(ann)]) == 0
     assert "fused: top1_acc" in capsys.readouterr().out
@@ -118,6 +124,9 @@ def test_bench_infer_prints_throughput_and_memory(tiny_project, capsys):
     assert main(["bench-infer", str(cfg), "--num-videos", "1", "--warmup", "0", "--num-clips", "2",
                  "--crops", "1", "--channels-last", "on"]) == 0
     assert "channels_last: True" in capsys.readouterr().out
+    assert main(["bench-infer", str(cfg), "--num-videos", "1", "--warmup", "0", "--num-clips", "2",
+                 "--crops", "1", "--fuse-conv-bn"]) == 0
+    assert "fused conv+BN: 20" in capsys.readouterr().out  # ResNet-18: stem + 16 convs + 3 downsamples
 
 
 def test_config_errors_are_one_line(tiny_project, capsys):
