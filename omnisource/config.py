@@ -62,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
         "test_batch_size": 1,   # zoo protocol: one video (all its views) per forward
         "strict": False,        # True: an unreadable sample raises instead of being skipped + counted
         "pin_memory": True,     # only used with CUDA
+        "index_store": None,    # file keeping video demux indexes between epochs and runs (a local disk;
+                                # omnisource.data.decode.index_store); None: $OMNISOURCE_INDEX_STORE if set
     },
     "optim": {
         "lr": 0.01,             # base learning rate for `reference_batch_size` clips per step
@@ -139,7 +141,7 @@ CHOICES: dict[str, tuple] = {
 # Keys whose default is None but whose value has a type when set.
 NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
     "model.name": (str,), "model.num_classes": (int,), "model.pretrained": (str,),
-    "data.label_map": (str,), "data.val_batch_size": (int,),
+    "data.label_map": (str,), "data.val_batch_size": (int,), "data.index_store": (str,),
     "optim.grad_clip": (int, float), "optim.reference_batch_size": (int,),
     "train.max_iters_per_epoch": (int,), "test.num_clips": (int,), "test.crops": (int,),
     "dist.backend": (str,), "work_dir": (str,),

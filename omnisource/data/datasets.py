@@ -635,7 +635,37 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
     extra = {k: ds_kw.pop(k) for k in allowed if k in ds_kw}
     if ds_kw:
         raise ConfigError(f"option(s) {', '.join(sorted(ds_kw))} do not apply to {fmt!r} annotation files")
-    return cls(samples, data_root, preset, **common, **extra)
+    dataset = cls(samples, data_root, preset, **common, **extra)
+    _warn_if_indexes_outgrow_memory(dataset, ann_file)
+    return dataset
+
+
+# A ten-second clip at 30 fps: what the in-memory index cache's frame bound is counted in.
+_TYPICAL_CLIP_FRAMES = 300
+
+
+def _warn_if_indexes_outgrow_memory(dataset: ClipDataset, ann_file: str | Path) -> None:
+    """Say so when a video dataset has more files than each process's in-memory demux-index cache
+    holds and no index store is set: past that bound every read demuxes its file again, in every
+    epoch and every worker (measured: 7-14% of a sparse read, README). Nothing changes by itself --
+    where a store may live (a local disk, not a network file system) is the user's call."""
+    from omnisource.data.decode.index_store import ENV_VAR
+    from omnisource.data.decode.pyav_index import INDEX_CACHE
+
+    if dataset.backend != "pyav" or dataset.kind == "image" or dataset.kind == "rawframes":
+        return
+    if (dataset.decode_kwargs or {}).get("index_store") or os.environ.get(ENV_VAR):
+        return
+    capacity = INDEX_CACHE.max_frames // _TYPICAL_CLIP_FRAMES
+    if capacity <= 0:
+        return
+    files = len({s.path for s in dataset.samples if s.kind != "image"})  # manifests mix kinds
+    if files > capacity:
+        logger.warning("%s: %d video files, more than the ~%d ten-second clips whose demux indexes "
+                       "each process keeps in memory: reads past that re-index their file (7-14%% "
+                       "slower). Keep the indexes in a file on a local disk: data.index_store: PATH "
+                       "(or %s=PATH; `omnisource probe --index-store PATH` fills it ahead of training)",
+                       ann_file, files, capacity, ENV_VAR)
 
 
 # ------------------------------------------------------------------------------------------

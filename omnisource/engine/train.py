@@ -164,6 +164,8 @@ def build_split(cfg: Config, split: str, test_mode: bool, **extra: Any):
         overrides.setdefault("format", s.format)
     if cfg.data.label_map:
         overrides.setdefault("label_map", cfg.data.label_map)
+    if cfg.data.get("index_store"):
+        overrides.setdefault("index_store", cfg.data.index_store)
     return build_dataset(s.ann_file, s.data_root or "", s.preset, test_mode=test_mode,
                          backend=cfg.data.backend, strict=cfg.data.strict, **overrides)
 

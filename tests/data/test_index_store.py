@@ -248,3 +248,52 @@ def test_picture_types_learnt_by_a_read_are_stored(tmp_path):
     clear_index_cache()
     with open_video(path, index_store=store) as r:
         assert r._build_index().types == learnt
+
+
+@pytest.mark.filterwarnings("ignore::omnisource.data.annotations.DuplicateEntryWarning")
+def test_a_video_list_larger_than_the_memory_cache_asks_for_a_store(tmp_path, monkeypatch, caplog):
+    """Past the in-memory cache's bound every read re-indexes its file: build_dataset says so
+    (once, naming the list and the setting) unless a store is set."""
+    from omnisource.data import build_dataset
+    from omnisource.data.decode import pyav_index
+
+    monkeypatch.delenv("OMNISOURCE_INDEX_STORE", raising=False)
+    monkeypatch.setattr(pyav_index.INDEX_CACHE, "max_frames", 2 * 300)  # ~2 ten-second clips
+    many, few = tmp_path / "many.txt", tmp_path / "few.txt"
+    many.write_text("".join(f"v{i}.mp4 0\n" for i in range(3)))
+    few.write_text("v0.mp4 0\nv1.mp4 1\nv0.mp4 0\n")  # 3 rows, 2 files
+
+    def warned(ann, **kw) -> list[str]:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="omnisource.data"):
+            build_dataset(ann, tmp_path, "tsn_1x1x3_train", num_classes=2, **kw)
+        return [r.getMessage() for r in caplog.records if "index" in r.getMessage()]
+
+    msgs = warned(many)
+    assert len(msgs) == 1 and str(many) in msgs[0] and "3 video files" in msgs[0]
+    assert "data.index_store" in msgs[0] and "OMNISOURCE_INDEX_STORE" in msgs[0]
+    assert warned(few) == []
+    assert warned(many, index_store=tmp_path / "idx.sqlite") == []
+    monkeypatch.setenv("OMNISOURCE_INDEX_STORE", str(tmp_path / "env.sqlite"))
+    assert warned(many) == []
+
+
+def test_the_config_names_the_store_for_every_dataset_of_a_run(tmp_path):
+    """data.index_store reaches the train / val / test splits and every source of `sources:`."""
+    from omnisource.config import load_config
+    from omnisource.data.multisource import build_source
+    from omnisource.engine.train import build_split
+
+    (tmp_path / "list.txt").write_text("v0.mp4 0\nv1.mp4 1\n")
+    store = str(tmp_path / "idx.sqlite")
+    split = {"ann_file": str(tmp_path / "list.txt"), "data_root": str(tmp_path), "preset": "tsn_1x1x3_train"}
+    cfg = load_config(None, [f"data.index_store={store}", "model.num_classes=2",
+                             f"data.train={split}", f"data.test={dict(split, preset='tsn_1x1x3_test')}"])
+    assert build_split(cfg, "train", test_mode=False).decode_kwargs["index_store"] == store
+    assert build_split(cfg, "test", test_mode=True).decode_kwargs["index_store"] == store
+    src = build_source({"name": "web", "ann_file": split["ann_file"], "data_root": str(tmp_path)},
+                       cfg, seed=0, batch_size=2)
+    assert src.dataset.decode_kwargs["index_store"] == store
+    # a split's own override wins
+    cfg.data.train.overrides = {"index_store": str(tmp_path / "own.sqlite")}
+    assert build_split(cfg, "train", test_mode=False).decode_kwargs["index_store"] == str(tmp_path / "own.sqlite")
