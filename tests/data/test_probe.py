@@ -67,6 +67,10 @@ def test_probe_image_and_rawframes(tmp_path):
     assert (rec["width"], rec["height"]) == (16, 12)
     img = probe(d / "img_00003.jpg")
     assert img["kind"] == "image" and img["frames"] == 1 and img["width"] == 16
+    assert (img["codec"], img["pix_fmt"]) == ("jpeg", "RGB")  # the file's format and stored mode
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(tmp_path / "grey.png")
+    grey = probe(tmp_path / "grey.png")
+    assert (grey["codec"], grey["pix_fmt"], grey["width"], grey["height"]) == ("png", "L", 7, 5)
 
 
 def test_cache_round_trip_merge_and_staleness(tmp_path):

@@ -118,9 +118,14 @@ def probe(path: str | Path, decode: bool = False, backend: str = "pyav",
         if kind == "image":
             from .images import read_image
 
-            img = read_image(path)
+            img = read_image(path)  # first: its errors are the clear ones
+            from PIL import Image
+
+            with Image.open(path) as im:  # header only: the file format and stored pixel mode
+                fmt, mode = (im.format or "image").lower(), im.mode
             rec.update(frames=1, frames_exact=True, height=int(img.shape[0]),
-                       width=int(img.shape[1]), codec="image", readable=True, decoded=True)
+                       width=int(img.shape[1]), codec=fmt, pix_fmt=mode, readable=True,
+                       decoded=True)
             return rec
         if kind == "rawframes":
             reader = open_video(path, backend="rawframes")
