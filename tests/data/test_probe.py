@@ -131,3 +131,10 @@ def test_cli_recursive(tmp_path, capsys):
     assert main(["probe", str(tmp_path), "--recursive"]) == 0
     text = capsys.readouterr().out
     assert "a.png: 1 frames" in text and "notes.txt" not in text
+
+
+def test_a_gif_that_ffmpeg_cannot_decode_gets_pillows_reason(shared_data):
+    """Pillow's decompression-bomb GIF (a 32x32 stream declaring a 4-gigapixel screen)."""
+    bomb = shared_data / "pillow" / "Tests" / "images" / "decompression_bomb.gif"
+    rec = probe(bomb)
+    assert rec["readable"] is False and rec["reason"].startswith("decompression bomb refused"), rec
