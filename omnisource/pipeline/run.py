@@ -70,8 +70,11 @@ class Pipeline:
     def __init__(self, work_dir: str | Path, data_dir: str | Path | None, settings: RunSettings,
                  *, ablations: bool | None = None, world_spec: Any = None,
                  say: Callable[[str], None] = print, progress: bool | None = None):
-        self.work = Path(work_dir)
-        self.data = Path(data_dir) if data_dir is not None else None
+        # absolute: the configs written into the stages then load from any directory (a stage's
+        # `omnisource train/test stages/X/config.yaml` run from elsewhere found no data before);
+        # stage identities stay portable ($WORK, see _portable) so a moved folder is still reused
+        self.work = Path(work_dir).absolute()
+        self.data = Path(data_dir).absolute() if data_dir is not None else None
         self.s = settings
         self.ablations = bool(settings.ablations if ablations is None else ablations)
         self.world_spec = world_spec

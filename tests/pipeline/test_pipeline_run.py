@@ -221,3 +221,28 @@ def test_stage_markers_written_before_portable_paths_are_still_reused(tmp_path):
     again = Pipeline(work, None, load_run_settings(None, []), say=lambda s: None)
     assert again.stage("a", ident, must_not_run) == {"out": str(work / "stages" / "a" / "x")}
     assert again.stages["a"].status == "cached"
+
+
+def test_stage_configs_hold_absolute_paths_for_a_relative_work_dir(tmp_path, monkeypatch):
+    """`omnisource run --work-dir work_dirs/x` writes stage configs that load from any directory:
+    the pipeline works on the absolute folder (identities stay $WORK-portable, see above)."""
+    from omnisource.pipeline.config import load_run_settings
+    from omnisource.pipeline.run import Pipeline
+
+    monkeypatch.chdir(tmp_path)
+    pipe = Pipeline("work_dirs/x", "data/mine", load_run_settings(None, []), say=lambda s: None)
+    assert pipe.work == tmp_path / "work_dirs" / "x" and pipe.data == tmp_path / "data" / "mine"
+    out = pipe.stage("a", {"m": str(pipe.work / "stages" / "a" / "m.jsonl")}, lambda d: {"cfg": str(d / "c.yaml")})
+    assert out == {"cfg": str(tmp_path / "work_dirs" / "x" / "stages" / "a" / "c.yaml")}
+    done = json.loads((tmp_path / "work_dirs" / "x" / "stages" / "a" / "done.json").read_text())
+    assert done["result"]["cfg"] == "$WORK/stages/a/c.yaml"
+
+
+def test_the_finished_run_configs_load_from_another_directory(finished, tmp_path, monkeypatch):
+    from omnisource.config import load_config
+
+    work, _, _ = finished
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(work / "stages" / "student" / "config.yaml")
+    for split in ("train", "val"):
+        assert Path(cfg.data[split].ann_file).is_absolute() and Path(cfg.data[split].ann_file).is_file()
