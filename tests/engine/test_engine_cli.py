@@ -158,6 +158,15 @@ def test_predict_demo_video_top5(tmp_path, capsys):
         assert m and int(m[1]) == k and names[int(m[3])] == m[2]
         values.append(float(m[4]))
     assert values == sorted(values, reverse=True)
+    # the same classes with the BatchNorms folded into the convolutions
+    rc = main(["predict", str(DEMO), "--config", str(repo / "configs/tsn_r50_1x1x3_100e_kinetics400_rgb.yaml"),
+               "--checkpoint", str(ckpt), "--label-map", str(K400_MAP), "--num-clips", "2", "--crops", "1",
+               "--fuse-conv-bn",
+               *sum((["--set", s] for s in TINY + ["data.test.overrides={scale: 64, crop_size: 56}"]), [])])
+    assert rc == 0
+    fused = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [x.rsplit(":", 1)[0] for x in fused] == [x.rsplit(":", 1)[0] for x in lines[1:]]
+    assert all(abs(float(a.rsplit(":", 1)[1]) - b) <= 2e-4 for a, b in zip(fused, values))
 
 
 def test_test_command_reports_replaced_unreadable_videos(tiny_project, capsys):
