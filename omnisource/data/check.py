@@ -28,7 +28,7 @@ import numpy as np
 
 from omnisource.data.annotations import DuplicateEntryWarning, Sample, detect_format, load_annotations, read_label_map, resolve_path
 from omnisource.data.datasets import (_DATA_ERRORS, ClipDataset, ImageDataset, ManifestDataset, RawframeDataset,
-                                      VideoDataset, classify_failure)
+                                      VideoDataset, classify_failure, failure_reason)
 from omnisource.errors import ConfigError, InputError
 
 logger = logging.getLogger("omnisource.data.check")
@@ -93,7 +93,7 @@ def _check_one(i: int) -> dict[str, Any]:
     try:
         item = ds.get_item(i, ds.rng_for(i))
     except _DATA_ERRORS as err:
-        reason = getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
+        reason = failure_reason(path, err)
         out.update(ok=False, category=classify_failure(path, err), reason=reason)
         return out
     out.update(ok=True, shape=list(item["inputs"]))

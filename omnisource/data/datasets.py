@@ -82,6 +82,17 @@ def _frame_count_error() -> type[BaseException] | None:
     return FrameCountError
 
 
+def failure_reason(path: Path, err: BaseException) -> str:
+    """The words a report gives for ``err`` on ``path``: a DataError's reason (Pillow's, for a GIF
+    FFmpeg cannot decode: see :func:`~omnisource.data.decode.images.gif_reason`), else the
+    exception itself."""
+    if isinstance(err, DataError):
+        from omnisource.data.decode.images import gif_reason
+
+        return gif_reason(path) or err.reason
+    return getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
+
+
 def classify_failure(path: Path, err: BaseException) -> str:
     """Short reason key for counting (``missing``, ``empty file``, ``frame count``, ``unreadable``...)."""
     try:
@@ -271,7 +282,7 @@ class ClipDataset(Dataset):
             path = resolve_path(self.data_root, s.path)
         except InputError:
             path = self.data_root / s.path
-        reason_text = err.reason if isinstance(err, DataError) else f"{type(err).__name__}: {err}"
+        reason_text = failure_reason(path, err)
         if self.strict:
             if isinstance(err, DataError):
                 raise err

@@ -95,3 +95,13 @@ def test_cli_bad_list_is_a_one_line_error(tmp_path, capsys):
     assert main(["data", "check", str(lst), "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"{lst}:2: " in err and "escapes the data root" in err and "Traceback" not in err
+
+
+def test_a_broken_gif_is_reported_with_pillows_reason(tmp_path, shared_data):
+    """GIFs are read as videos; one FFmpeg cannot decode gets Pillow's reason in the report."""
+    os.symlink(shared_data / "pillow" / "Tests" / "images" / "decompression_bomb.gif", tmp_path / "bomb.gif")
+    lst = tmp_path / "list.txt"
+    lst.write_text("bomb.gif 0\n")
+    rep = check_annotations(lst, tmp_path, workers=0, progress=False)
+    assert rep["failed"] == 1
+    assert rep["failures"][0]["reason"].startswith("decompression bomb refused"), rep["failures"]

@@ -85,3 +85,19 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
         raise DataError(path, f"truncated or corrupt image: {err}") from None
     except Exception as err:  # Pillow plugins raise assorted types on garbage input
         raise DataError(path, f"cannot decode image: {type(err).__name__}: {err}") from None
+
+
+def gif_reason(path: str | Path) -> str | None:
+    """Pillow's reason for a GIF that FFmpeg cannot decode, or None.
+
+    GIFs are read as videos (they may be animated), so a broken one fails in FFmpeg with "no frame
+    could be decoded"; Pillow says why ("decompression bomb refused: Image size (4364696535
+    pixels) exceeds limit ..." for Pillow's own bomb test file). None for other files, or when
+    Pillow finds nothing wrong."""
+    if Path(path).suffix.lower() != ".gif":
+        return None
+    try:
+        read_image(path, max_side=64)
+    except DataError as err:
+        return err.reason
+    return None

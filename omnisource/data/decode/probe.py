@@ -110,6 +110,7 @@ def probe(path: str | Path, decode: bool = False, backend: str = "pyav",
     any damaged packet makes the file unreadable-with-reason.
     """
     from . import open_video
+    from .images import gif_reason
 
     path = str(path)
     kind = media_kind(path)
@@ -160,27 +161,10 @@ def probe(path: str | Path, decode: bool = False, backend: str = "pyav",
                     r.get_frames([i])
             rec["decoded"] = True
     except DataError as err:
-        rec.update(readable=False, reason=_image_reason(path) or err.reason)
+        rec.update(readable=False, reason=gif_reason(path) or err.reason)
     except Exception as err:  # a probe must report, never crash, whatever the file holds
         rec.update(readable=False, reason=f"{type(err).__name__}: {err}")
     return rec
-
-
-def _image_reason(path: str) -> str | None:
-    """Pillow's reason for a GIF that FFmpeg cannot decode (GIFs are probed as videos, since
-    they may be animated): "decompression bomb refused: ..." says more than "no frame could be
-    decoded". None for other files, or when Pillow finds nothing wrong."""
-    if Path(path).suffix.lower() != ".gif":
-        return None
-    from .images import read_image
-
-    try:
-        read_image(path, max_side=64)
-    except DataError as err:
-        return err.reason
-    except Exception:  # pragma: no cover - read_image turns failures into DataError
-        return None
-    return None
 
 
 def probe_many(paths: Iterable[str | Path], decode: bool = False, workers: int = 2,
