@@ -23,9 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-clips", type=int)
     p.add_argument("--crops", type=int, choices=[1, 3, 10])
     p.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
-    p.add_argument("--channels-last", choices=["auto", "on", "off"],
-                   help="NHWC/NDHWC memory format (default: the config's train.channels_last, "
-                        "which is 'auto' unless set: what `omnisource test` uses)")
+    p.add_argument("--channels-last", nargs="?", const="on", choices=["auto", "on", "off"],
+                   help="NHWC/NDHWC memory format; alone: on (default: the config's "
+                        "train.channels_last, 'auto' unless set: what `omnisource test` uses)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", help="cpu | cuda")
     p.add_argument("--fuse-conv-bn", action="store_true",

@@ -122,7 +122,7 @@ def test_bench_infer_prints_throughput_and_memory(tiny_project, capsys):
     assert "[2, 3, 24, 24]" in out   # TSN: 2 segments (clips of 1 frame) x 1 crop, 24 px
     assert "channels_last: False" in out  # the tiny project's config says train.channels_last=false
     assert main(["bench-infer", str(cfg), "--num-videos", "1", "--warmup", "0", "--num-clips", "2",
-                 "--crops", "1", "--channels-last", "on"]) == 0
+                 "--crops", "1", "--channels-last"]) == 0  # alone: on, as the flag always meant
     assert "channels_last: True" in capsys.readouterr().out
     assert main(["bench-infer", str(cfg), "--num-videos", "1", "--warmup", "0", "--num-clips", "2",
                  "--crops", "1", "--fuse-conv-bn"]) == 0
