@@ -58,16 +58,14 @@ def peak_memory_mb(dev) -> tuple[str, float]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from omnisource.engine.evaluate import apply_memory_format, autocast_context, load_config_and_model
+    from omnisource.engine.evaluate import autocast_context, load_config_and_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg, model, dev = load_config_and_model(args.config, args.checkpoint, sets=args.sets,
-                                            device=args.device, fuse_conv_bn=args.fuse_conv_bn)
-    # load_config_and_model applied the config's setting; redo it to know (and report) the choice
-    setting = {"auto": "auto", "on": True, "off": False, None: cfg.train.channels_last}[args.channels_last]
-    model.to(memory_format=torch.contiguous_format)
-    channels_last = apply_memory_format(model, setting, dev)
+    cfg, model, dev = load_config_and_model(
+        args.config, args.checkpoint, sets=args.sets, device=args.device, fuse_conv_bn=args.fuse_conv_bn,
+        channels_last={"auto": "auto", "on": True, "off": False, None: None}[args.channels_last])
+    meta = getattr(model, "meta", None) or {}
     shape = test_input_shape(cfg, args.num_clips, args.crops)
     x = torch.randn((1,) + shape, device=dev)
     if dev.type == "cuda":
@@ -88,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     kind, mem = peak_memory_mb(dev)
     views = shape[0]
     print(f"model: {cfg.model.name}  input per video: {list(shape)}  device: {dev}  amp: {args.amp}  "
-          f"channels_last: {channels_last}  fused conv+BN: {(getattr(model, 'meta', None) or {}).get('fused_conv_bn', 0)}")
+          f"channels_last: {meta.get('channels_last')}  fused conv+BN: {meta.get('fused_conv_bn', 0)}")
     print(f"videos/s: {args.num_videos / dt:.3f}  ({views} views per video: {views * args.num_videos / dt:.2f} views/s)")
     print(f"{kind}: {mem:.1f} MiB")
     return 0

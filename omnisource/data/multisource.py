@@ -747,7 +747,7 @@ def build_source(item: Mapping[str, Any], cfg: Any, *, seed: int, batch_size: in
 
         overrides["inflate"] = build_inflater(item["inflate"])
     overrides.setdefault("seed", int(item.get("seed", seed)))
-    store = cfg.data.get("index_store") if hasattr(cfg, "data") and hasattr(cfg.data, "get") else None
+    store = getattr(cfg.data, "index_store", None) if hasattr(cfg, "data") else None
     if store:
         overrides.setdefault("index_store", store)
     if item.get("pseudo_label") == "soft":

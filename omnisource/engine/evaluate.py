@@ -100,9 +100,11 @@ CROP_NAMES = {1: "center", 3: "three", 10: "ten"}
 
 
 def load_config_and_model(config: str, checkpoint: str | None, *, sets=None, device: str | None = None,
-                          fuse_conv_bn: bool = False):
+                          fuse_conv_bn: bool = False, channels_last: Any = None):
     """(cfg, model on device in eval mode) for test / predict / bench-infer; ``fuse_conv_bn``
-    folds the BatchNorms into their convolutions (:mod:`omnisource.models.fusion`)."""
+    folds the BatchNorms into their convolutions (:mod:`omnisource.models.fusion`);
+    ``channels_last`` overrides ``train.channels_last`` (auto | True | False). What was done is
+    recorded in ``model.meta`` (``fused_conv_bn``, ``channels_last``) for the commands to report."""
     from omnisource.config import load_config
     from omnisource.engine.train import build_model
 
@@ -118,13 +120,15 @@ def load_config_and_model(config: str, checkpoint: str | None, *, sets=None, dev
         load_checkpoint(model, checkpoint, strict=True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev).eval()
+    done: dict[str, Any] = {"fused_conv_bn": 0}
     if fuse_conv_bn:
         from omnisource.models.fusion import fuse_conv_bn as fuse
 
-        n = fuse(model)
-        if isinstance(getattr(model, "meta", None), dict):
-            model.meta["fused_conv_bn"] = n  # what the commands report
-    apply_memory_format(model, cfg.train.channels_last, dev)
+        done["fused_conv_bn"] = fuse(model)
+    setting = cfg.train.channels_last if channels_last is None else channels_last
+    done["channels_last"] = apply_memory_format(model, setting, dev)
+    if isinstance(getattr(model, "meta", None), dict):
+        model.meta.update(done)
     return cfg, model, dev
 
 
