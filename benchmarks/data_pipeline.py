@@ -12,7 +12,8 @@ presets ``tsn_1x1x3_train``, ``tsn_1x1x8_train`` and ``slowonly_4x16x1_train``:
   same reference-frame chains, so mmaction2's CPU per clip over that share is the ceiling of
   any such reader on these videos (printed as "ceiling");
 * end-to-end clips/s through ``omnisource.data.build_dataset`` + a DataLoader with 0, 1
-  and 2 worker processes (steady state: timed from the first batch on), reading the videos
+  and 2 worker processes (steady state: timed from the end of the first round of batches,
+  one per worker; by default at least 12 batches timed), reading the videos
   in the same fixed order as the mmaction2 side (``--shuffle`` to shuffle each side). Each
   video's demux index is known by then (this process read every clip once to name its
   frames, and forked workers inherit its index cache): as from the second epoch on with
@@ -58,6 +59,9 @@ DEFAULT_DATA = (REPO / ".." / "shared" / "data").resolve()
 DEFAULT_PRESETS = ["tsn_1x1x3_train", "tsn_1x1x8_train", "slowonly_4x16x1_train"]
 MM_PYTHON = Path.home() / ".cache" / "mmaction2-ref" / "bin" / "python"
 VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm"}
+# fewest batches a DataLoader measurement should time by default: with one video the default of
+# 3 clips per video was under one batch, and the 2-worker figures came out 10x off on both sides
+MIN_LOADER_BATCHES = 12
 
 # mmaction2 1.2.0 Kinetics-400 train pipelines (configs/recognition/{tsn,slowonly}/...)
 MM_PIPELINES = {
@@ -83,7 +87,7 @@ register_all_modules(init_default_scope=True)
 from mmengine.dataset import Compose
 
 import os
-# @CPU_HELPERS@ (proc_cpu, loader_cpu: spliced in from this file, see MMAction2.__init__)
+# @CPU_HELPERS@ (proc_cpu, loader_cpu, time_loader: spliced in from this file, see MMAction2.__init__)
 
 
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
@@ -183,23 +187,14 @@ def decode_only(req):
 
 def loader(req):
     w, bs, clips = req["workers"], req["batch_size"], req["clips"]
-    ds = Clips(req["videos"], clips + bs, req["pipeline"], req["backend"], req.get("inds"))
+    ds = Clips(req["videos"], clips + max(1, w) * bs, req["pipeline"], req["backend"],
+               req.get("inds"))
     gc.collect()  # PyAV objects of earlier requests finalised in a forked worker hang it
     dl = torch.utils.data.DataLoader(ds, batch_size=bs, num_workers=w, shuffle=req["shuffle"],
                                      persistent_workers=w > 0)
-    seen, start = 0, None
-    while start is None or seen < clips:
-        for batch in dl:
-            if start is None:
-                start, cpu0 = time.perf_counter(), loader_cpu(dl)
-                continue
-            seen += batch.shape[0]
-            if seen >= clips:
-                break
-    dt = time.perf_counter() - start
-    cpu = loader_cpu(dl) - cpu0
+    res = time_loader(dl, clips, w, lambda batch: batch.shape[0])
     del dl
-    return dict(clips_per_s=seen / dt, clips=seen, cpu_ms=1000 * cpu / seen)
+    return res
 
 
 torch.set_num_threads(1)  # the normalisation added here is single-threaded, as omnisource's
@@ -231,6 +226,37 @@ def loader_cpu(loader) -> float:
     it = getattr(loader, "_iterator", None)
     workers = getattr(it, "_workers", None) or []
     return proc_cpu(os.getpid()) + sum(proc_cpu(w.pid) for w in workers)
+
+
+def time_loader(loader, clips: int, workers: int, size_of, on_epoch=None) -> dict:
+    """Steady-state clips/s and CPU per clip of a DataLoader, at least ``clips`` clips timed.
+
+    The first round of batches -- one per worker, or the first batch without workers -- is
+    start-up (forking, imports, warm caches), and the workers produce it side by side: the
+    clock starts when the last of that round arrives and counts only the clips after it.
+    (Starting it at the very first batch would count the second worker's batch, finished
+    at the same moment, as if it had taken no time: +1 batch in every measurement, a small
+    bias over 16 batches but 10x with a handful.) Runs as many epochs as it needs;
+    ``on_epoch(epoch)`` is called before each one. Spliced into the mmaction2 side too."""
+    warm = max(1, workers)
+    got = seen = epoch = 0
+    start = cpu0 = None
+    while start is None or seen < clips:
+        if on_epoch is not None:
+            on_epoch(epoch)
+        for batch in loader:
+            got += 1
+            if start is None:
+                if got >= warm:
+                    start, cpu0 = time.perf_counter(), loader_cpu(loader)
+                continue
+            seen += size_of(batch)
+            if seen >= clips:
+                break
+        epoch += 1
+    dt = time.perf_counter() - start
+    cpu = loader_cpu(loader) - cpu0
+    return dict(clips_per_s=seen / dt, clips=seen, cpu_ms=1000 * cpu / seen)
 
 
 def load_text() -> str:
@@ -396,27 +422,13 @@ def measure_loader(preset_name: str, ann: Path, root: Path, workers: int, clips:
         kw["multiprocessing_context"] = mp_context
     loader = build_dataloader(ds, batch_size=batch_size, num_workers=workers, shuffle=shuffle,
                               persistent_workers=workers > 0, **kw)
-    seen, start, epoch = 0, None, 0
     try:
-        while start is None or seen < clips:
-            if hasattr(ds, "set_epoch"):
-                ds.set_epoch(epoch)
-            for batch in loader:
-                n = batch["inputs"].shape[0]
-                if start is None:
-                    start, cpu0 = time.perf_counter(), loader_cpu(loader)
-                    continue
-                seen += n
-                if seen >= clips:
-                    break
-            epoch += 1
-        dt = time.perf_counter() - start
-        cpu = loader_cpu(loader) - cpu0
+        res = time_loader(loader, clips, workers, lambda batch: batch["inputs"].shape[0],
+                          getattr(ds, "set_epoch", None))
     finally:
         del loader
         gc.collect()
-    return dict(clips_per_s=seen / dt, clips=seen, cpu_ms=1000 * cpu / seen,
-                skipped=sum(getattr(ds, "skipped", {}).values()))
+    return dict(res, skipped=sum(getattr(ds, "skipped", {}).values()))
 
 
 class MMAction2:
@@ -426,8 +438,8 @@ class MMAction2:
     def __init__(self) -> None:
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         env.pop("PYTHONPATH", None)
-        # the reference counts CPU exactly as we do: the same two helpers, by source
-        helpers = inspect.getsource(proc_cpu) + "\n\n" + inspect.getsource(loader_cpu)
+        # the reference counts CPU and times its loader exactly as we do: the same helpers, by source
+        helpers = "\n\n".join(inspect.getsource(f) for f in (proc_cpu, loader_cpu, time_loader))
         script = MM_SCRIPT.replace("# @CPU_HELPERS@", helpers + "\n#", 1)
         self.proc = subprocess.Popen([str(MM_PYTHON), "-c", script], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -458,6 +470,11 @@ class MMAction2:
             self.proc.kill()
 
 
+def warm_clips(args) -> int:
+    """Clips the DataLoader measurements read before the clock starts (see time_loader)."""
+    return max([1, *args.workers]) * args.batch_size
+
+
 def median_of(runs: list[dict]) -> dict:
     """Field-wise median of repeated measurements (keys of the first run)."""
     return {k: float(np.median([r[k] for r in runs])) for k, v in runs[0].items()
@@ -470,8 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", nargs="*", type=Path, help="use these videos instead")
     ap.add_argument("--presets", nargs="*", default=DEFAULT_PRESETS)
     ap.add_argument("--clips", type=int, default=None,
-                    help="clips timed per measurement (default: 3 per video; decode costs differ 4x "
-                         "between the real videos, so fewer clips than that swing the ratios)")
+                    help="clips timed per measurement (default: 3 per video, at least 12 batches; decode "
+                         "costs differ 4x between the real videos, so fewer clips than that swing "
+                         "the ratios)")
     ap.add_argument("--rounds", type=int, default=3,
                     help="interleaved repetitions (ours, mmaction2, ours, ...); medians reported")
     ap.add_argument("--workers", nargs="*", type=int, default=[0, 1, 2])
@@ -505,7 +523,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no videos found under {args.data}")
         return 1
     if args.clips is None:
-        args.clips = 3 * len(videos)
+        args.clips = max(3 * len(videos), MIN_LOADER_BATCHES * args.batch_size)
+    elif args.workers and args.clips < MIN_LOADER_BATCHES * args.batch_size:
+        print(f"note: {args.clips} clips are {args.clips / args.batch_size:.1f} batches per "
+              f"DataLoader measurement; under {MIN_LOADER_BATCHES} the loader figures mostly "
+              f"time start-up and epoch ends, not the pipeline")
     root = Path(os.path.commonpath([str(v.parent) for v in videos]))
     print(f"{len(videos)} video(s) under {root}; {args.clips} clips per measurement, "
           f"{args.rounds} interleaved round(s), medians; {load_text()}")
@@ -524,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             # at least clips + 2 batches of samples per epoch, like the mmaction2 loader's
             # dataset: with a handful of videos an epoch would otherwise be one batch and
             # the loader would time epoch restarts, not the pipeline
-            reps = -(-(args.clips + 2 * args.batch_size) // len(videos))
+            reps = -(-(args.clips + warm_clips(args)) // len(videos))
             ann.write_text("".join(f"{v.relative_to(root)} 0\n" for v in videos) * reps)
             for name in args.presets:
                 run_one_preset(name, args, videos, ann, root, mm, results, table)
@@ -627,7 +649,8 @@ def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,
     mb = args.mm_loader_backend
     given = None
     if args.workers:  # also leaves every video's index in this process's cache (see docstring)
-        named = loader_frame_indices(name, ann, root, args.clips + args.batch_size, args.backend)
+        named = loader_frame_indices(name, ann, root, args.clips + warm_clips(args),
+                                     args.backend)
         given = None if args.own_frames else named
     for w in args.workers:
         ours_w, mm_w = [], []

@@ -98,3 +98,31 @@ def test_data_pipeline_lets_mmaction2_sample_when_an_item_has_no_single_clip(tmp
     ann.write_text(f"{good.name} 0\nempty.mp4 0\n" * 2)
     assert bench.loader_frame_indices("tsn_1x1x3_train", ann, tmp_path, 4, "pyav") is None
     assert "samples its own" in capsys.readouterr().out
+
+
+def test_time_loader_leaves_out_the_start_up_round_and_spans_epochs():
+    # the first round of batches (one per worker) is start-up, produced side by side: timing
+    # from the first batch counted the second worker's batch as free, which with one video
+    # (3 clips, under one batch) put the 2-worker figures 10x off on both sides
+    bench = _load("data_pipeline")
+    epochs: list[int] = []
+
+    class ThreeBatches:
+        def __iter__(self):
+            return iter([[0] * 4 for _ in range(3)])
+
+    r = bench.time_loader(ThreeBatches(), clips=10, workers=2, size_of=len, on_epoch=epochs.append)
+    # epoch 0: batches 1-2 start-up, batch 3 counted (4); epoch 1: 4 + 4 -> 12 >= 10
+    assert r["clips"] == 12 and epochs == [0, 1] and r["clips_per_s"] > 0
+    r = bench.time_loader(ThreeBatches(), clips=8, workers=0, size_of=len)
+    assert r["clips"] == 8  # without workers only the first batch is start-up
+
+
+def test_data_pipeline_default_clips_cover_enough_batches_with_one_video(tmp_path, capsys):
+    bench = _load("data_pipeline")
+    video = _video(tmp_path / "clip.mp4")
+    rc = bench.main(["--videos", str(video), "--presets", "tsn_1x1x3_train", "--rounds", "1",
+                     "--workers", "0", "--batch-size", "2"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"{bench.MIN_LOADER_BATCHES * 2} clips per measurement" in out
