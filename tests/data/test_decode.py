@@ -425,6 +425,32 @@ def test_decord_backend_agrees_with_pyav():
         assert a.shape == b.shape and np.abs(a.astype(int) - b).mean() < 2.0
 
 
+def test_decord_backend_keeps_ffmpeg_quiet_unless_asked(tmp_path):
+    # decord lets its FFmpeg print every decoder complaint (an H.264 transport stream with
+    # B-frames: a line per seek, from every DataLoader worker); the backend silences it, and
+    # OMNISOURCE_DECORD_LOG=1 brings it back for debugging a file
+    import os
+    import subprocess
+
+    pytest.importorskip("decord")
+    path = encode_video(tmp_path / "b.ts", 120, "libx264",
+                        {"x264-params": "keyint=25:min-keyint=25:scenecut=0:bframes=3"},
+                        frame=_pattern)
+    code = ("import numpy as np\nfrom omnisource.data.decode import open_video\n"
+            f"with open_video({str(path)!r}, backend='decord') as r:\n"
+            "    print(r.get_frames(np.array([5, 60, 110])).shape)")
+
+    def stderr_of(**env: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**os.environ, **env}, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "(3, " in proc.stdout
+        return proc.stderr
+
+    assert "[h264 @" in stderr_of(OMNISOURCE_DECORD_LOG="1")  # the file does provoke it
+    assert "[h264 @" not in stderr_of(OMNISOURCE_DECORD_LOG="0")
+
+
 def test_reader_interface_types(tmp_path):
     path = tmp_path / "v.mp4"
     _encode(path, [_pattern(i) for i in range(4)])

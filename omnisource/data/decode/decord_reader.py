@@ -15,12 +15,24 @@ from omnisource.errors import ConfigError, DataError
 from .base import FrameCountError, VideoInfo, VideoReader
 
 
+_quiet = False
+
+
 def _import_decord():
+    global _quiet
     try:
         import decord  # noqa: F401
     except ImportError:
         raise ConfigError("backend 'decord' needs the optional package decord: "
                           "pip install 'omnisource[decord]' (or use backend='pyav')") from None
+    if not _quiet:
+        # decord lets its bundled FFmpeg print every decoder complaint to stderr (hundreds of
+        # lines per H.264 transport stream, from every DataLoader worker); what matters to a
+        # run reaches it anyway as a DataError naming the file. OMNISOURCE_DECORD_LOG=1 keeps
+        # FFmpeg's messages for debugging a file.
+        if os.environ.get("OMNISOURCE_DECORD_LOG", "") in ("", "0"):
+            decord.logging.set_level(decord.logging.QUIET)
+        _quiet = True
     return decord
 
 
