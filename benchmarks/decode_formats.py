@@ -35,6 +35,7 @@ import numpy as np
 from omnisource.data.decode.pyav_index import clear_index_cache
 from omnisource.data.decode.pyav_reader import PyAVReader
 from omnisource.data.presets import get_preset
+from omnisource.utils.video_writer import write_video
 
 # name -> (file suffix, codec, codec-context attributes, codec options)
 KINDS = {
@@ -67,19 +68,7 @@ def _frame(i: int, h: int = 240, w: int = 320) -> np.ndarray:
 
 
 def write(path: Path, codec: str, attrs: dict, options: dict, n: int) -> None:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=25)
-        s.width, s.height = 320, 240
-        s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        for k, v in attrs.items():
-            setattr(s.codec_context, k, v)
-        if options:
-            s.codec_context.options = options
-        for i in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(_frame(i), format="rgb24")):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
+    write_video(path, (_frame(i) for i in range(n)), codec=codec, options=options, **attrs)
 
 
 def sequential(path: Path) -> list[np.ndarray]:

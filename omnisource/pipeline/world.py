@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from omnisource.utils.io import atomic_open, atomic_write_json, atomic_write_text, sha1_json
+from omnisource.utils.video_writer import write_video
 
 log = logging.getLogger("omnisource.pipeline.world")
 
@@ -272,22 +273,13 @@ def _render_clip(spec: WorldSpec, r: _Renderer, rng: np.random.Generator, frames
 
 
 def encode_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Write frames (uint8 [T, H, W, 3]) as H.264 (mpeg4 if no x264) via PyAV, atomically."""
+    """Write frames (uint8 [T, H, W, 3]) as near-lossless H.264 (mpeg4 if no x264), atomically."""
     import av
 
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with atomic_open(path, "wb") as fh:
-        container = av.open(fh, "w", format="mp4")
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "17", "preset": "ultrafast"} if codec == "libx264" else {"qscale": "2"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-        container.close()
+    if "libx264" in av.codecs_available:
+        write_video(path, frames, codec="libx264", fps=fps, options={"crf": "17", "preset": "ultrafast"})
+    else:
+        write_video(path, frames, codec="mpeg4", fps=fps, options={"qscale": "2"})
 
 
 def encode_image(path: Path, frame: np.ndarray) -> None:

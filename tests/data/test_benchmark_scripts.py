@@ -11,8 +11,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-import av
 import numpy as np
+
+from omnisource.utils.video_writer import write_video
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,20 +27,8 @@ def _load(name: str):
 
 def _video(path: Path, n: int = 80) -> Path:
     rng = np.random.default_rng(0)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 96, 64, "yuv420p"
-        s.codec_context.gop_size = 20
-        s.codec_context.options = {"preset": "ultrafast", "bf": "2"}
-        for i in range(n):
-            img = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
-            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
-            fr.pts = i
-            for p in s.encode(fr):
-                c.mux(p)
-        for p in s.encode(None):
-            c.mux(p)
-    return path
+    return write_video(path, (rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for _ in range(n)),
+                       options={"preset": "ultrafast", "bf": "2"}, gop_size=20)
 
 
 def test_data_pipeline_benchmark_reports_its_split_and_decoder_share(tmp_path, capsys):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from omnisource.cli import main
+from omnisource.utils.video_writer import write_video
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 DEMO = SHARED / "mmaction2" / "demo" / "demo.mp4"
@@ -20,18 +21,9 @@ TINY = ["model.overrides.depth=18", "model.overrides.base_channels=4"]
 
 
 def _write_video(path: Path, colour: tuple[int, int, int], frames: int = 12) -> None:
-    import av
-
     rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
-        for _ in range(frames):
-            img = np.clip(np.array(colour, np.int16) + rng.integers(-20, 20, (32, 48, 3)), 0, 255)
-            for pkt in stream.encode(av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")):
-                out.mux(pkt)
-        for pkt in stream.encode():
-            out.mux(pkt)
+    write_video(path, (np.clip(np.array(colour, np.int16) + rng.integers(-20, 20, (32, 48, 3)), 0, 255)
+                       .astype(np.uint8) for _ in range(frames)), codec="mpeg4", fps=8)
 
 
 @pytest.fixture(scope="module")

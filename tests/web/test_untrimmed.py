@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from omnisource.errors import ConfigError
+from omnisource.utils.video_writer import write_video
 from omnisource.web.teacher import ModelSource, TeacherEnsemble
 from omnisource.web.untrimmed import UntrimmedSettings, untrimmed_stage, windows_for
 
@@ -40,21 +40,16 @@ class Colour(nn.Module):
 
 
 def make_video(path: Path, seconds: int = 12, red: tuple[float, float] = (4.0, 8.0)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
-        st = out.add_stream("libx264", rate=FPS)
-        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
-        st.options = {"crf": "18", "g": "4"}
+    def frames():
         for i in range(seconds * FPS):
             t = i / FPS
             a = np.full((48, 64, 3), 128, np.uint8)
             if red[0] <= t < red[1]:
                 a[:] = (220, 20, 20)
             a[:4, : 4 + i % 50] = 0         # a moving bar: frames differ
-            for pkt in st.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
-                out.mux(pkt)
-        for pkt in st.encode():
-            out.mux(pkt)
+            yield a
+
+    write_video(path, frames(), fps=FPS, options={"crf": "18", "g": "4"})
 
 
 @pytest.fixture()
