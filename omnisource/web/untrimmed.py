@@ -168,8 +168,9 @@ def _probs(ens: TeacherEnsemble, crops: dict[int, np.ndarray], n_items: int, per
     return (acc / len(ens.views)).astype(np.float32)
 
 
-def snippets_for(rec: Any, inds: list[int], probs: np.ndarray, s: UntrimmedSettings) -> tuple[list[Any], dict]:
-    """Snippet records of one video from its per-frame probabilities (2d mode)."""
+def _confident(rec: Any, probs: np.ndarray, s: UntrimmedSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row confidence, predicted class, and which rows pass ``pos_threshold`` (and, with
+    ``agree``, predict the class the video was crawled for) -- the positives of both modes."""
     conf = probs.max(1)
     label = probs.argmax(1)
     q = rec.query_label if isinstance(rec.query_label, int) and not isinstance(rec.query_label, bool) else None
@@ -178,6 +179,12 @@ def snippets_for(rec: Any, inds: list[int], probs: np.ndarray, s: UntrimmedSetti
     positive = conf >= s.pos_threshold
     if s.agree:
         positive &= label == q
+    return conf, label, positive
+
+
+def snippets_for(rec: Any, inds: list[int], probs: np.ndarray, s: UntrimmedSettings) -> tuple[list[Any], dict]:
+    """Snippet records of one video from its per-frame probabilities (2d mode)."""
+    conf, label, positive = _confident(rec, probs, s)
     neg_thr = s.pos_threshold if s.neg_threshold is None else s.neg_threshold
     negative = (~positive) & (conf < neg_thr) if s.neg_threshold is not None else ~positive
     pos_idx = [int(i) for i in np.argsort(-conf[positive], kind="stable")]
@@ -209,14 +216,7 @@ def snippets_for(rec: Any, inds: list[int], probs: np.ndarray, s: UntrimmedSetti
 
 
 def windows_records(rec: Any, wins: list[tuple], probs: np.ndarray, s: UntrimmedSettings) -> tuple[list[Any], dict]:
-    conf = probs.max(1)
-    label = probs.argmax(1)
-    q = rec.query_label if isinstance(rec.query_label, int) and not isinstance(rec.query_label, bool) else None
-    if s.agree and q is None:
-        raise SetupAbort(ConfigError("--agree needs integer query labels (pass --label-map)"))
-    keep = conf >= s.pos_threshold
-    if s.agree:
-        keep &= label == q
+    conf, label, keep = _confident(rec, probs, s)
     order = [int(i) for i in np.nonzero(keep)[0]]
     if s.max_samples is not None:
         order = sorted(sorted(order, key=lambda i: -conf[i])[: s.max_samples])

@@ -206,3 +206,27 @@ def _two_ranks():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_agree_keeps_only_positives_of_the_queried_class_in_both_modes():
+    from omnisource.data.annotations import ManifestRecord
+    from omnisource.web.untrimmed import snippets_for, windows_records
+    from omnisource.web.teacher import SetupAbort
+
+    rec = ManifestRecord("v/x.mp4", "yt", "untrimmed", query_label=1)
+    # rows: confident class 1, confident class 0, unsure, confident class 1, unsure
+    probs = np.array([[0.05, 0.95], [0.9, 0.1], [0.5, 0.5], [0.1, 0.9], [0.45, 0.55]], np.float32)
+    inds = [0, 10, 20, 30, 40]
+    s = UntrimmedSettings(mode="2d", pos_threshold=0.8, num_neg=1)
+    recs, info = snippets_for(rec, inds, probs, s)
+    assert info["positives"] == 3 and len(recs) == 3        # without agree, class 0 counts too
+    recs, info = snippets_for(rec, inds, probs, UntrimmedSettings(mode="2d", pos_threshold=0.8, num_neg=1,
+                                                                  agree=True))
+    assert info["positives"] == 2 and {r.label for r in recs} == {1}
+    assert all(set(r.meta["untrimmed"]["positive_frames"]) <= {0, 30} for r in recs)
+    wins = [(2 * k, 2 * k + 2, 20 * k, 20 * k + 20) for k in range(5)]
+    recs, _ = windows_records(rec, wins, probs, UntrimmedSettings(mode="3d", pos_threshold=0.8, agree=True))
+    assert [r.segment for r in recs] == [(0.0, 2.0), (6.0, 8.0)] and {r.label for r in recs} == {1}
+    with pytest.raises(SetupAbort):  # --agree needs the query as a class index
+        windows_records(ManifestRecord("v/y.mp4", "yt", "untrimmed", query_label="skiing"), wins, probs,
+                        UntrimmedSettings(mode="3d", agree=True))
