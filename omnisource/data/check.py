@@ -16,7 +16,6 @@ import gc
 import logging
 import multiprocessing as mp
 import os
-import sys
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from omnisource.utils.progress import progress_enabled
 from omnisource.data.annotations import DuplicateEntryWarning, Sample, detect_format, load_annotations, read_label_map, resolve_path
 from omnisource.data.datasets import (_DATA_ERRORS, ClipDataset, ImageDataset, ManifestDataset, RawframeDataset,
                                       VideoDataset, classify_failure, failure_reason)
@@ -183,8 +183,7 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
         ds = VideoDataset(plain, root, decode, **common)
     else:  # pragma: no cover - load_annotations validated it
         raise ConfigError(f"unsupported format {fmt!r}")
-    if progress is None:
-        progress = sys.stderr.isatty() or os.environ.get("OMNISOURCE_PROGRESS") == "1"
+    progress = progress_enabled(progress)
     from tqdm import tqdm
 
     results: list[dict[str, Any]] = []

@@ -8,20 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from omnisource.utils.progress import progress_enabled
+
 log = logging.getLogger("omnisource.engine")
-
-
-def progress_enabled() -> bool:
-    """tqdm only on a terminal, unless ``OMNISOURCE_PROGRESS=1`` forces it (0 forces it off)."""
-    env = os.environ.get("OMNISOURCE_PROGRESS")
-    if env is not None:
-        return env not in ("0", "", "false")
-    return sys.stderr.isatty()
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "",

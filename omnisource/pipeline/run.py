@@ -223,7 +223,7 @@ class Pipeline:
             root = self.work / "world"
 
             def make_world(sdir: Path) -> dict:
-                from omnisource.web.stage import progress_enabled
+                from omnisource.utils.progress import progress_enabled
 
                 w = generate_world(root, spec, progress=progress_enabled(self.progress))
                 return {"root": str(root), "counts": w["counts"],

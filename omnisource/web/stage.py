@@ -83,6 +83,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from omnisource.utils.progress import progress_enabled
 from omnisource.errors import ConfigError, DataError, OmniSourceError
 from omnisource.utils.io import atomic_open, atomic_write_json, sha1_json
 
@@ -199,16 +200,6 @@ def dist_info() -> tuple[int, int]:
     if world < 1 or not 0 <= rank < world:
         raise ConfigError(f"bad RANK={rank} / WORLD_SIZE={world} in the environment")
     return rank, world
-
-
-def progress_enabled(flag: bool | None = None) -> bool:
-    """tqdm on when asked, or by OMNISOURCE_PROGRESS=1, or when stderr is a TTY."""
-    if flag is not None:
-        return flag
-    env = os.environ.get("OMNISOURCE_PROGRESS")
-    if env is not None:
-        return env not in ("0", "", "false", "no")
-    return sys.stderr.isatty()
 
 
 def progress_bar(total: int | None = None, desc: str = "", enabled: bool | None = None, **kw: Any):

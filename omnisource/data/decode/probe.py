@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
@@ -174,9 +173,9 @@ def probe_many(paths: Iterable[str | Path], decode: bool = False, workers: int =
     results in input order, with a tqdm bar when attached to a terminal."""
     from tqdm import tqdm
 
-    if progress is None:  # project convention: on for a terminal, OMNISOURCE_PROGRESS forces
-        env = os.environ.get("OMNISOURCE_PROGRESS")
-        progress = env == "1" if env in ("0", "1") else sys.stderr.isatty()
+    from omnisource.utils.progress import progress_enabled
+
+    progress = progress_enabled(progress)
     paths = [str(p) for p in paths]
     out: list[dict[str, Any]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
