@@ -2,6 +2,7 @@
 
   omnisource data check LIST --root DIR [--backend pyav] [--format F] [--workers N]
                          [--preset NAME] [--label-map FILE] [--strict] [--out report.json]
+  omnisource data index-store SQLITE [--prune] [--no-vacuum]
 
 ``check`` decodes every sample of an annotation list (the frames the sampler would ask for:
 first/middle/last frame by default, or a preset's test sampler with ``--preset``) and prints a
@@ -9,15 +10,20 @@ summary: readable / unreadable counts, counts per reason and per class, and each
 file with its list line and reason. Videos whose container over-declares its frame count are
 reported separately: training handles them by re-sampling.
 
-Exit status: 0 when the check ran (even with unreadable samples, which training skips);
+``index-store`` describes a demux-index store (``omnisource.data.decode.index_store``): entries,
+size on disk, and stale entries -- files deleted or changed since they were indexed, which no
+read will use again; ``--prune`` deletes those (and compacts the file unless ``--no-vacuum``).
+
+Exit status of ``check``: 0 when the check ran (even with unreadable samples, which training skips);
 1 with ``--strict`` when any sample is unreadable; 2 for a bad list or arguments.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 
-HELP = "check annotation lists: decode every sample and report unreadable ones"
+HELP = "check annotation lists (decode every sample, report unreadable ones); inspect / prune an index store"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,11 +55,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "file to training (data option index_store, or OMNISOURCE_INDEX_STORE)")
     p.add_argument("--progress", default=None, action=argparse.BooleanOptionalAction,
                    help="progress bar (default: when stderr is a terminal, or OMNISOURCE_PROGRESS=1)")
+    q = sub.add_parser("index-store", help="describe a demux-index store; --prune deletes stale entries",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("store", metavar="SQLITE", help="the store file (as given to --index-store / data.index_store)")
+    q.add_argument("--prune", action="store_true",
+                   help="delete the entries of files that are gone or changed since they were indexed")
+    q.add_argument("--no-vacuum", dest="vacuum", action="store_false",
+                   help="with --prune: leave the freed pages in the file (no compaction)")
+    q.add_argument("--progress", default=None, action=argparse.BooleanOptionalAction,
+                   help="progress bar over the entries (default: when stderr is a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "check":
         return _check(args)
+    if args.data_command == "index-store":
+        return _index_store(args)
     raise SystemExit(2)  # pragma: no cover - argparse enforces the choice
 
 
@@ -74,3 +91,37 @@ def _check(args: argparse.Namespace) -> int:
         atomic_write_json(args.out, report)
         print(f"report written to {args.out}")
     return 1 if args.strict and report["failed"] else 0
+
+
+def _index_store(args: argparse.Namespace) -> int:
+    from omnisource.data.decode.index_store import IndexStore
+    from omnisource.errors import InputError
+    from omnisource.utils.progress import progress_enabled
+
+    path = os.path.abspath(os.path.expanduser(args.store))
+    if not os.path.isfile(path):  # inspecting must not create an empty store
+        raise InputError(f"{args.store}: no such index store")
+    store = IndexStore(path)
+    try:
+        try:
+            stale = store.stale_paths(progress=progress_enabled(args.progress))
+        except (OSError, sqlite3.Error) as err:
+            raise InputError(f"{args.store}: not a readable index store ({err})") from None
+        mb = store.disk_bytes() / 2**20
+        print(f"index store {path}: {len(store)} video(s), {mb:.1f} MiB on disk")
+        missing = sorted(p for p, why in stale.items() if why == "missing")
+        changed = sorted(p for p, why in stale.items() if why == "changed")
+        print(f"stale: {len(stale)} (missing {len(missing)}, changed since indexed {len(changed)})")
+        for why, paths in (("missing", missing), ("changed", changed)):
+            for p in paths[:10]:
+                print(f"  {why}: {p}")
+            if len(paths) > 10:
+                print(f"  ... and {len(paths) - 10} more {why}")
+        if stale and not args.prune:
+            print("run with --prune to delete them")
+        if args.prune and stale:
+            gone = store.prune(sorted(stale), vacuum=args.vacuum)
+            print(f"pruned {gone} entries: {len(store)} left, {store.disk_bytes() / 2**20:.1f} MiB on disk")
+    finally:
+        store.close()
+    return 0

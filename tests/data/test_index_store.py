@@ -297,3 +297,35 @@ def test_the_config_names_the_store_for_every_dataset_of_a_run(tmp_path):
     # a split's own override wins
     cfg.data.train.overrides = {"index_store": str(tmp_path / "own.sqlite")}
     assert build_split(cfg, "train", test_mode=False).decode_kwargs["index_store"] == str(tmp_path / "own.sqlite")
+
+
+def test_data_index_store_reports_and_prunes_stale_entries(tmp_path, capsys):
+    # a store outlives datasets: entries of deleted or re-encoded files are never read again
+    vids = [_write(tmp_path / f"v{i}.mp4", 30 + 5 * i) for i in range(4)]
+    store_path = tmp_path / "idx.sqlite"
+    assert main(["probe", *map(str, vids), "--index-store", str(store_path)]) == 0
+    vids[0].unlink()                                          # deleted
+    _write(vids[1], 50)                                       # re-encoded in place
+    capsys.readouterr()
+
+    assert main(["data", "index-store", str(store_path)]) == 0
+    out = capsys.readouterr().out
+    assert "4 video(s)" in out and "stale: 2 (missing 1, changed since indexed 1)" in out
+    assert f"missing: {vids[0]}" in out and f"changed: {vids[1]}" in out and "--prune" in out
+    assert len(IndexStore(store_path)) == 4                   # looking changes nothing
+
+    assert main(["data", "index-store", str(store_path), "--prune"]) == 0
+    out = capsys.readouterr().out
+    assert "pruned 2 entries: 2 left" in out
+    store = IndexStore(store_path)
+    assert len(store) == 2 and store.stale_paths() == {}
+    for v in vids[2:]:                                        # the live entries still serve reads
+        assert store.get(file_key(str(v))) is not None
+    store.close()
+
+    assert main(["data", "index-store", str(tmp_path / "nope.sqlite")]) == 2
+    assert "no such index store" in capsys.readouterr().err
+    assert not (tmp_path / "nope.sqlite").exists()            # inspecting never creates a store
+    (tmp_path / "junk.sqlite").write_text("not a database")
+    assert main(["data", "index-store", str(tmp_path / "junk.sqlite")]) == 2
+    assert "not a readable index store" in capsys.readouterr().err

@@ -197,6 +197,61 @@ class IndexStore:
             except sqlite3.Error:
                 return 0
 
+    # -- upkeep ------------------------------------------------------------------------------
+    def stale_paths(self, progress: bool = False) -> dict[str, str]:
+        """Entries no read would use again: ``{path: 'missing' | 'changed'}`` for files that are
+        gone or whose size / mtime differ from the stored ones (a changed file is re-indexed on
+        its next read and its entry replaced, so 'changed' only stays stale if never read).
+        Why: a store outlives datasets -- a re-encoded or deleted video keeps its entry, and a
+        store shared by several dataset versions only grows. One ``stat`` per entry."""
+        with self._lock:
+            conn = self._connection()
+            if conn is None:
+                raise OSError(f"index store {self.path} cannot be opened: {self._broken}")
+            rows = conn.execute("SELECT path, size, mtime_ns FROM indexes").fetchall()
+        from tqdm import tqdm
+
+        out: dict[str, str] = {}
+        for path, size, mtime_ns in tqdm(rows, desc="stat", unit="file", disable=not progress):
+            try:
+                st = os.stat(path)
+            except OSError:
+                out[path] = "missing"
+                continue
+            if st.st_size != size or st.st_mtime_ns != mtime_ns:
+                out[path] = "changed"
+        return out
+
+    def prune(self, paths: list[str], vacuum: bool = True) -> int:
+        """Delete the entries of ``paths`` (e.g. :meth:`stale_paths`) in one transaction and,
+        with ``vacuum``, give the freed pages back to the file system. Safe while training
+        reads the store (WAL readers see the old or the new state); VACUUM waits for writers
+        up to the busy timeout. Returns the number of entries deleted."""
+        with self._lock:
+            conn = self._connection()
+            if conn is None:
+                raise OSError(f"index store {self.path} cannot be opened: {self._broken}")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                gone = 0
+                for i in range(0, len(paths), 500):
+                    chunk = paths[i:i + 500]
+                    cur = conn.execute(f"DELETE FROM indexes WHERE path IN ({','.join('?' * len(chunk))})",
+                                       chunk)
+                    gone += cur.rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            if vacuum and gone:
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return gone
+
+    def disk_bytes(self) -> int:
+        """Bytes the store takes on disk (the database and its WAL journal)."""
+        return sum(os.path.getsize(p) for p in (self.path, self.path + "-wal") if os.path.exists(p))
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
