@@ -25,11 +25,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from omnisource.utils.progress import progress_enabled
 from omnisource.data.annotations import DuplicateEntryWarning, Sample, detect_format, load_annotations, read_label_map, resolve_path
 from omnisource.data.datasets import (_DATA_ERRORS, ClipDataset, ImageDataset, ManifestDataset, RawframeDataset,
                                       VideoDataset, classify_failure, failure_reason)
 from omnisource.errors import ConfigError, InputError
+from omnisource.utils.progress import progress_enabled
 
 logger = logging.getLogger("omnisource.data.check")
 

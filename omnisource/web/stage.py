@@ -83,9 +83,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from omnisource.utils.progress import progress_enabled
 from omnisource.errors import ConfigError, DataError, OmniSourceError
 from omnisource.utils.io import atomic_open, atomic_write_json, sha1_json
+from omnisource.utils.progress import progress_enabled
 
 log = logging.getLogger("omnisource.web.stage")
 
