@@ -16,22 +16,40 @@ from typing import IO, Any, Iterator
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Open a temporary sibling of ``path`` for writing; rename onto ``path`` on success only."""
+def atomic_path(path: str | Path, fsync: bool = True) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write by name; renamed onto ``path`` when the block
+    succeeds (after an ``fsync`` unless the caller already did one), removed when it fails.
+
+    The temporary name keeps ``path``'s suffix, for writers that choose a format by file name
+    (FFmpeg's muxers: :mod:`omnisource.utils.video_writer`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    binary = "b" in mode
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield Path(tmp)
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing; rename onto ``path`` on success only."""
+    binary = "b" in mode
+    with atomic_path(path, fsync=False) as tmp:
+        with open(tmp, mode, encoding=None if binary else encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -4,20 +4,20 @@ Why here: the synthetic world of the demo (:mod:`omnisource.pipeline.world`), th
 benchmarks and the tests all generate real files to decode, and each had grown its own copy of
 the same encoder loop. The container comes from the file suffix, as FFmpeg chooses it
 (``.avi`` gets chunk-numbered timestamps, ``.ts`` an MPEG transport stream, ``.mpg`` an MPEG
-program stream), because the files exist to exercise what real containers do. Output is atomic:
-frames go to a hidden sibling with the same suffix, renamed onto ``path`` only once the encoder
-has flushed, so a killed generator never leaves a truncated video that a later run would take
-for a finished one.
+program stream), because the files exist to exercise what real containers do. Output is
+atomic (:func:`~omnisource.utils.io.atomic_path`: a hidden sibling with the same suffix, renamed
+onto ``path`` only once the encoder has flushed and closed the file), so a killed generator never
+leaves a truncated video that a later run would take for a finished one.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+
+from omnisource.utils.io import atomic_path
 
 
 def write_video(path: str | Path, frames: Iterable[np.ndarray], *, codec: str = "libx264",
@@ -32,35 +32,21 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], *, codec: str = 
     import av
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     it = iter(frames)
     first = next(it, None)
     if first is None:
         raise ValueError(f"{path}: no frames to write")
-    try:
-        with av.open(str(tmp), "w") as container:
-            stream = container.add_stream(codec, rate=fps)
-            stream.width, stream.height = first.shape[1], first.shape[0]
-            stream.pix_fmt = pix_fmt or ("yuvj420p" if codec == "mjpeg" else "yuv420p")
-            for key, value in codec_attrs.items():
-                setattr(stream.codec_context, key, value)
-            if options:
-                stream.codec_context.options = dict(options)
-            for frame in itertools.chain((first,), it):
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    container.mux(packet)
-            for packet in stream.encode(None):
+    with atomic_path(path) as tmp, av.open(str(tmp), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = first.shape[1], first.shape[0]
+        stream.pix_fmt = pix_fmt or ("yuvj420p" if codec == "mjpeg" else "yuv420p")
+        for key, value in codec_attrs.items():
+            setattr(stream.codec_context, key, value)
+        if options:
+            stream.codec_context.options = dict(options)
+        for frame in itertools.chain((first,), it):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the rename must not outlive the data on a crash
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        for packet in stream.encode(None):
+            container.mux(packet)
     return path
-
