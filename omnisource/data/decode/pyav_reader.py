@@ -313,6 +313,12 @@ class PyAVReader(VideoReader):
         if threads != 1:
             s.thread_type = "AUTO"
             s.codec_context.thread_count = threads
+        else:
+            # Said explicitly: PyAV's default is slice threading with FFmpeg's automatic count
+            # (0), so every open spawned and joined idle slice threads (2% of a sparse read on
+            # ../shared/data, all single-slice), and multi-slice H.264, WPP HEVC and libdav1d
+            # (its own pool) really decoded on several threads -- in every DataLoader worker.
+            s.codec_context.thread_count = 1
         self._container, self._stream = c, s
         self._it = c.demux(s)
         self._next_dpos = 0
