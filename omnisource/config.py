@@ -18,6 +18,7 @@ overrides) and the items of ``sources`` (multi-source training, validated by
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
 from pathlib import Path
@@ -279,6 +280,21 @@ def _merge(base: dict, new: Mapping, *, file: str | None, text: str | None, pref
             _merge(base[key], value, file=file, text=text, prefix=dotted + ".", schema=schema[key])
         else:
             base[key] = copy.deepcopy(value)
+
+
+def add_set_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *,
+                     dest: str = "sets", example: str = "optim.lr=0.1") -> None:
+    """The one ``--set KEY=VALUE ...`` option every config-reading command takes.
+
+    Several overrides may follow one ``--set`` (``--set optim.lr=0.1 schedule.epochs=5``, as
+    mmaction2's ``--cfg-options``) and ``--set`` may repeat; all end up in ``args.<dest>`` in
+    order, for :func:`parse_set` / :func:`load_config`. Why one definition: seven commands had
+    each declared their own (one value per ``--set``), so the documented multi-value form
+    failed with argparse's "unrecognized arguments"."""
+    parser.add_argument("--set", dest=dest, action="extend", nargs="+", default=[],
+                        metavar="KEY=VALUE",
+                        help=f"override config values (YAML syntax), e.g. --set {example}; "
+                             "several may follow one --set, and --set may repeat")
 
 
 def parse_set(items: Iterable[str]) -> list[tuple[str, Any]]:

@@ -12,6 +12,8 @@ import resource
 import sys
 import time
 
+from omnisource.config import add_set_argument
+
 HELP = "inference videos/s (batch 1, all test views) and peak memory"
 
 
@@ -30,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu | cuda")
     p.add_argument("--fuse-conv-bn", action="store_true",
                    help="fold BatchNorm into the convolutions before inference (faster; scores equal to ~1e-5)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(p, example="test.num_clips=5")
 
 
 def test_input_shape(cfg, num_clips=None, crops=None, height: int = 256, width: int = 340) -> tuple:

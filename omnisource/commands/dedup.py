@@ -21,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 
+from omnisource.config import add_set_argument
+
 HELP = "content-based de-duplication of web data against target val/test sets"
 
 
@@ -52,8 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--model", default=None, help="registered 2D model name (e.g. tsn_r50_1x1x3_100e_kinetics400_rgb)")
     m.add_argument("--weights", default=None,
                    help="weights for --model: ImageNet ResNet (torchvision/timm) or recognizer checkpoint")
-    m.add_argument("--set", dest="model_set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. model.overrides.depth=101")
+    add_set_argument(m, dest="model_set", example="model.overrides.depth=101")
     d = p.add_argument_group("de-duplication")
     d.add_argument("--frames-per-video", type=int, default=3, help="frames compared per video (default 3)")
     d.add_argument("--pca-dim", type=_pca_dim, default=256, metavar="N|full",

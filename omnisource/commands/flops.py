@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from omnisource.config import add_set_argument
+
 HELP = "print parameter count and FLOPs per view of a config or model"
 
 
@@ -27,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="full model input shape, e.g. 1 8 3 224 224 (2D) or 1 3 8 224 224 (3D)")
     parser.add_argument("--size", type=int, default=None, help="spatial size of a view (default: the preset's)")
     parser.add_argument("--num-classes", type=int, default=None, help="override the number of classes")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override (with a CONFIG), e.g. model.overrides.depth=101")
+    add_set_argument(parser, dest="overrides", example="model.overrides.depth=101")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from omnisource.config import add_set_argument
 from omnisource.errors import InputError
 
 HELP = "top-5 classes of one video (config's test views, averaged)"
@@ -27,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu | cuda")
     p.add_argument("--fuse-conv-bn", action="store_true",
                    help="fold BatchNorm into the convolutions before inference (faster; scores equal to ~1e-5)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(p, example="test.num_clips=5")
 
 
 def predict_video(video: str | Path, cfg, model, dev, *, num_clips=None, crops=None,

@@ -26,6 +26,8 @@ import argparse
 import logging
 import sys
 
+from omnisource.config import add_set_argument
+
 HELP = "run the whole OmniSource recipe (teacher, filtering, joint training, test) with caching"
 
 
@@ -33,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="data folder (default: generate the synthetic world)")
     parser.add_argument("--work-dir", default="work_dirs/omnisource_run", help="where stages and results go")
     parser.add_argument("--config", default=None, help="run settings (YAML; see omnisource/pipeline/config.py)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set train.epochs=10 (repeatable)")
+    add_set_argument(parser, example="train.epochs=10")
     parser.add_argument("--ablations", action="store_true",
                         help="also train target + each source alone and target + unfiltered web data")
     parser.add_argument("--reduced", action="store_true",

@@ -17,6 +17,7 @@ import sys
 import logging
 from pathlib import Path
 
+from omnisource.config import add_set_argument
 from omnisource.errors import InputError
 
 HELP = "evaluate a checkpoint (multi-clip x multi-crop, top-k and mean class accuracy)"
@@ -36,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu | cuda")
     p.add_argument("--fuse-conv-bn", action="store_true",
                    help="fold BatchNorm into the convolutions before inference (faster; scores equal to ~1e-5)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(p, example="test.num_clips=5")
 
 
 def write_results(path: str | Path, scores, labels: list, metrics: dict, paths: list | None = None) -> None:

@@ -4,7 +4,7 @@ Examples::
 
     omnisource train configs/tsn_r50_1x1x3_100e_kinetics400_rgb.yaml --validate
     omnisource train CONFIG --resume auto              # continue after a crash / kill -9
-    omnisource train CONFIG --set optim.lr=0.02 --set data.batch_size=16
+    omnisource train CONFIG --set optim.lr=0.02 data.batch_size=16
     torchrun --nproc-per-node 8 -m omnisource train CONFIG --validate
 
 The work dir (default ``work_dirs/<config name>``) receives ``config.yaml`` (the resolved
@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+
+from omnisource.config import add_set_argument
 
 HELP = "train a recognizer from a YAML recipe (torchrun for multi-GPU)"
 
@@ -29,8 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="deterministic kernels: a resumed run equals an uninterrupted one")
     p.add_argument("--validate", action="store_true", help="validate every train.val_interval epochs")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value (YAML syntax), e.g. --set optim.lr=0.1; repeatable")
+    add_set_argument(p, example="optim.lr=0.1")
 
 
 def run(args: argparse.Namespace) -> int:

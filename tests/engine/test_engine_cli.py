@@ -128,6 +128,32 @@ def test_config_errors_are_one_line(tiny_project, capsys):
     assert "did you mean 'optim.lr'" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("argv,dest", [
+    (["train", "c.yaml"], "sets"), (["test", "c.yaml", "k.pth"], "sets"),
+    (["predict", "v.mp4", "--config", "c.yaml", "--checkpoint", "k.pth"], "sets"),
+    (["bench-infer", "c.yaml"], "sets"), (["flops", "c.yaml"], "overrides"),
+    (["run"], "sets"), (["dedup", "m.jsonl", "--target", "t.txt", "--out", "o.jsonl"], "model_set"),
+])
+def test_set_takes_several_overrides_and_repeats(argv, dest):
+    # `--set a=1 b=2` (as the docs and mmaction2's --cfg-options write it) and `--set a=1 --set
+    # b=2` both reach the command, in order; every command that reads a config takes the same form
+    from omnisource.cli import build_parser
+
+    parser = build_parser(argv[0])
+    args = parser.parse_args(argv + ["--set", "optim.lr=0.1", "schedule.epochs=3", "--set", "x.y=[1, 2]"])
+    assert getattr(args, dest) == ["optim.lr=0.1", "schedule.epochs=3", "x.y=[1, 2]"]
+
+
+def test_several_overrides_after_one_set_apply(tiny_project, capsys):
+    _, cfg, _ = tiny_project
+    assert main(["flops", str(cfg), "--json", "--set", "model.overrides.base_channels=8",
+                 "model.num_classes=7"]) == 0
+    wide = json.loads(capsys.readouterr().out)
+    assert main(["flops", str(cfg), "--json"]) == 0
+    narrow = json.loads(capsys.readouterr().out)
+    assert wide["params"] > narrow["params"]
+
+
 @pytest.mark.skipif(not DEMO.is_file() or not K400_MAP.is_file(), reason="shared demo data absent")
 def test_predict_demo_video_top5(tmp_path, capsys):
     from omnisource.models import create_model
