@@ -78,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
                              f"{scores.numel()}", file=lm)
     k = min(args.topk, scores.numel())
     values, idx = torch.topk(scores, k)
-    print(f"{args.video}: top-{k}")
+    mode = args.average_clips or cfg.test.average_clips
+    what = "raw class scores (logits)" if mode == "score" else "class probabilities"
+    print(f"{args.video}: top-{k}, {what} averaged over the test views")
     for rank, (v, i) in enumerate(zip(values.tolist(), idx.tolist()), 1):
         name = names[i] if names else f"class_{i}"
         print(f"{rank}. {name} ({i}): {v:.4f}")

@@ -1,7 +1,11 @@
-"""Run logs: JSON lines (machine-readable, append-only), optional TensorBoard, tqdm progress.
+"""Run logs: JSON lines (machine-readable, append-only), optional TensorBoard, tqdm progress,
+and one readable line per record on the ``omnisource.engine`` logger.
 
 Only rank 0 writes. ``log.jsonl`` is appended line by line and flushed, so a killed run keeps
-every line it printed and a resumed run continues the same file.
+every line it printed and a resumed run continues the same file. The readable lines are what a
+batch job's log file (no terminal, so no progress bar) shows: loss and learning rate every
+``train.log_interval`` iterations, the validation metrics of every epoch -- what mmaction2
+prints; they go through ``tqdm.write`` so a live progress bar is redrawn below them.
 """
 from __future__ import annotations
 
@@ -22,6 +26,37 @@ def progress(iterable: Iterable | None = None, *, total: int | None = None, desc
 
     return tqdm(iterable, total=total, desc=desc, disable=not (enabled and progress_enabled()),
                 dynamic_ncols=True, leave=False, initial=initial)
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """``{"mode": "train", "epoch": 1, "iter": 20, "loss": 1.23, ...}`` -> one readable line."""
+    mode = record.get("mode", "train")
+    of = f"/{record['iters']}" if "iters" in record else ""
+    head = {"train": f"epoch {record.get('epoch')} iter {record.get('iter')}{of}",
+            "val": f"val after epoch {record.get('epoch')}",
+            "done": f"done: {record.get('global_iter')} iterations"}.get(mode, str(mode))
+    skip = {"mode", "epoch", "iter", "iters", "global_iter"}
+    parts = []
+    losses_first = sorted(record.items(), key=lambda kv: not kv[0].startswith("loss"))
+    for k, v in losses_first:
+        if k in skip or isinstance(v, (dict, list)):
+            continue
+        if k == "lr":
+            parts.append(f"lr {v:.3e}")
+        elif k in ("data_time", "time_s"):
+            parts.append(f"{k.removesuffix('_time').removesuffix('_s')} {v:.2f}s")
+        elif k == "eta_s":
+            parts.append(f"eta {_duration(v)}")
+        elif isinstance(v, float):
+            parts.append(f"{k} {v:.4f}")
+        else:
+            parts.append(f"{k} {v}")
+    return f"{head}: {', '.join(parts)}" if parts else head
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def _clean(v: Any) -> Any:
@@ -54,6 +89,11 @@ class RunLogger:
             return
         self._fh.write(json.dumps({k: _clean(v) for k, v in record.items()}) + "\n")
         self._fh.flush()
+        if log.isEnabledFor(logging.INFO):
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm(loggers=[logging.getLogger()]):
+                log.info("%s", format_record(record))
         if self._tb is not None and step is not None:
             mode = record.get("mode", "train")
             for k, v in record.items():

@@ -453,7 +453,7 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
                 rec = {k: v / count for k, v in sums.items()}
                 rec = all_reduce_mean(rec, dev if dev.type == "cuda" else None)
                 logger.write({"mode": "train", "epoch": epoch + 1, "iter": i,
-                              "global_iter": global_iter, "lr": lr, "data_time": data_time,
+                              "iters": iters_per_epoch, "global_iter": global_iter, "lr": lr, "data_time": data_time,
                               "eta_s": round(eta, 1), **rec,
                               **({"skipped_nonfinite": skipped_nonfinite} if skipped_nonfinite else {}),
                               **_memory(dev)}, step=global_iter)

@@ -211,3 +211,30 @@ def test_gradient_accumulation_matches_large_batch(tmp_path):
         train(cfg, tmp_path / name, model=m, train_data=Fixed(), validate=False)
         res[name] = m.fc.weight.detach().clone()
     assert torch.allclose(res["big"], res["acc"], atol=1e-6)
+
+
+def test_run_logger_prints_a_readable_line_per_record(tmp_path, caplog):
+    # a batch job's log (no terminal, no progress bar) must still show loss / lr every
+    # log_interval and the validation metrics of every epoch, as mmaction2 prints them
+    import logging
+
+    from omnisource.engine.logging_utils import RunLogger, format_record
+
+    caplog.set_level(logging.INFO, logger="omnisource.engine")
+    logger = RunLogger(tmp_path, tensorboard=False)
+    logger.write({"mode": "train", "epoch": 2, "iter": 20, "iters": 50, "global_iter": 70,
+                  "lr": 0.01, "data_time": 0.034, "eta_s": 3725.2, "top1_acc": 0.5,
+                  "loss": 1.23456, "loss_web_images": 0.5})
+    logger.write({"mode": "val", "epoch": 2, "global_iter": 100, "top1_acc": 0.6125})
+    logger.close()
+    train, val = [r.getMessage() for r in caplog.records if r.name == "omnisource.engine"]
+    assert train.startswith("epoch 2 iter 20/50: loss 1.2346, loss_web_images 0.5000, lr 1.000e-02")
+    assert "data 0.03s" in train and "eta 1:02:05" in train and "top1_acc 0.5000" in train
+    assert val == "val after epoch 2: top1_acc 0.6125"
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2   # JSON unchanged
+    assert format_record({"mode": "done", "global_iter": 9, "time_s": 61.0}) == \
+        "done: 9 iterations: time 61.00s"
+    # rank != 0: nothing written, nothing printed
+    caplog.clear()
+    RunLogger(tmp_path / "r1", enabled=False).write({"mode": "val", "epoch": 1, "top1_acc": 1.0})
+    assert not caplog.records and not (tmp_path / "r1").exists()
