@@ -322,6 +322,13 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
         if wrong_head:
             k = "cls_head.fc_cls.weight" if "cls_head.fc_cls.weight" in wrong_head else sorted(wrong_head)[0]
             theirs, ours = tuple(sd[k].shape), tuple(own[k].shape)
+            if theirs[0] == ours[0] and len(theirs) > 1:
+                # same classes, other feature width: the backbone differs, and re-initialising
+                # the head would only move the error to the backbone's keys
+                raise InputError(
+                    f"classifier {k} takes {theirs[1]} features in the checkpoint but {ours[1]} in "
+                    f"the model: the checkpoint was trained with another backbone (depth or width); "
+                    "check model.name and model.overrides", file=file)
             raise InputError(
                 f"classifier {k} has shape {theirs} in the checkpoint but {ours} in the model "
                 f"({theirs[0]} vs {ours[0]} classes); pass reset_head=True (--reset-head) to re-initialise "

@@ -188,6 +188,19 @@ def test_head_size_mismatch_needs_reset_head(tmp_path: Path) -> None:
     assert torch.count_nonzero(model.cls_head.fc_cls.bias) == 0
 
 
+def test_other_backbone_is_named_as_such_not_as_a_head_to_reset(tmp_path: Path) -> None:
+    # an R-18 checkpoint into an R-50 config, same classes: the classifier's input width differs;
+    # "--reset-head" would be the wrong advice (the backbone keys differ too)
+    torch.manual_seed(0)
+    path = tmp_path / "r18.pth"
+    torch.save({"state_dict": create_model(TSN, num_classes=5, depth=18, base_channels=B).state_dict()},
+               path)
+    with pytest.raises(InputError, match=r"takes 64 features in the checkpoint but 256 .*another "
+                                         r"backbone") as err:
+        load_checkpoint(_tiny(num_classes=5), path)
+    assert "reset" not in str(err.value)
+
+
 def test_missing_num_batches_tracked_tolerated(tmp_path: Path) -> None:
     a = _tiny(seed=5)
     sd = {k: v for k, v in a.state_dict().items() if not k.endswith("num_batches_tracked")}
