@@ -226,6 +226,12 @@ def _key_line(text: str, dotted: str) -> int | None:
 
 
 def _read_yaml(path: Path) -> tuple[dict, str]:
+    if path.suffix == ".py":
+        # an mmaction2 / mmengine config: Python that would have to be executed to be read
+        raise ConfigError(
+            "Python configs (mmaction2 / mmengine) are code and are never executed here; write the "
+            "recipe as YAML -- configs/ has one per zoo preset with mmaction2's config name "
+            "(e.g. configs/tsn_r50_1x1x3_100e_kinetics400_rgb.yaml)", file=path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -181,7 +181,9 @@ def read_checkpoint_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's message is a paragraph of advice with terminal escapes; its first sentence says it
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = re.sub(r"\x1b\[[0-9;]*m", "", first).split(". ")[0].rstrip(".")
         log.info("%s: weights_only load refused (%s); re-reading with the restricted unpickler", path, first)
     except Exception as err:  # corrupt zip, truncated file, not a torch file at all
         raise InputError(f"cannot read checkpoint: {type(err).__name__}: {err}", file=path) from None
@@ -238,6 +240,8 @@ def extract_state_dict(obj: Any, file: str | Path | None = None) -> tuple[dict[s
         if isinstance(sd.get("meta"), Mapping):
             meta = _plain(sd["meta"])
         sd = sd[inner]
+    if isinstance(sd, Mapping) and not sd and sd is not obj:
+        raise InputError("the checkpoint's state dict is empty (no weights saved)", file=file)
     if not isinstance(sd, Mapping) or not sd:
         raise InputError("no state dict found in checkpoint "
                          f"(top-level keys: {', '.join(map(str, list(obj)[:10]))})", file=file)

@@ -102,6 +102,15 @@ def test_invalid_yaml_names_line(tmp_path):
         load_config(p)
 
 
+def test_python_config_is_refused_with_the_yaml_way(tmp_path):
+    # an mmaction2 config is Python: refused before reading (configs are never executed), and
+    # the message says what to use instead -- not a puzzling "must be a YAML mapping"
+    p = write(tmp_path, "tsn_mm.py", "import os\nos.system('touch pwned')\nmodel = dict(type='Recognizer2D')\n")
+    with pytest.raises(ConfigError, match=r"tsn_mm.py: Python configs .* never executed.*configs/"):
+        load_config(p)
+    assert not (tmp_path / "pwned").exists()
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_recipe_validates(path):
     from omnisource.data.presets import list_presets

@@ -263,6 +263,29 @@ def test_unreadable_files(tmp_path: Path) -> None:
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(InputError, match="not a dict"):
         load_checkpoint(model, tmp_path / "list.pth")
+    torch.save({"state_dict": {}, "meta": {"epoch": 3}}, tmp_path / "empty.pth")
+    with pytest.raises(InputError, match="state dict is empty"):   # not "no state dict found"
+        load_checkpoint(model, tmp_path / "empty.pth")
+    torch.save({"optimizer": [1]}, tmp_path / "nosd.pth")
+    with pytest.raises(InputError, match=r"non-tensor entries: optimizer"):
+        load_checkpoint(model, tmp_path / "nosd.pth")
+
+
+def test_refused_weights_only_load_is_logged_in_one_clean_line(tmp_path: Path, caplog) -> None:
+    # a file needing more than weights_only (here: an ndarray in its meta, as mmaction2 0.x
+    # writes) is re-read with the restricted unpickler; the log names it in one sentence,
+    # without torch's paragraph of advice or its terminal escape codes
+    import logging
+
+    import numpy as np
+
+    src = _tiny(seed=8)
+    path = tmp_path / "old.pth"
+    torch.save({"state_dict": src.state_dict(), "meta": {"arr": np.arange(3)}}, path)
+    caplog.set_level(logging.INFO, logger="omnisource.models.checkpoint")
+    load_checkpoint(create_model(TSN, num_classes=5, base_channels=B), path)
+    msgs = [r.getMessage() for r in caplog.records if "weights_only load refused" in r.getMessage()]
+    assert len(msgs) == 1 and "\x1b" not in msgs[0] and "trust" not in msgs[0], msgs
 
 
 # --- ImageNet import ------------------------------------------------------------------------
