@@ -204,7 +204,9 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
     finally:
         bar.close()
     results.sort(key=lambda r: r["index"])
-    report = _report(ann_file, root, fmt, backend, samples, results, names, time.perf_counter() - t0,
+    # the reader that really opened the files: --backend only picks the video decoder
+    reader = {"rawframes": "rawframes", "image": "image", "manifest": f"{backend} + image"}.get(fmt, backend)
+    report = _report(ann_file, root, fmt, reader, samples, results, names, time.perf_counter() - t0,
                      sampler=preset or "first/middle/last frame", workers=workers)
     report["warnings"] = notes
     return report
