@@ -265,8 +265,8 @@ def format_summary(report: dict[str, Any], max_failures: int = 20) -> str:
         lines.append(f"  warning: {note}")
     bad_classes = {k: v for k, v in report["by_class"].items() if v["failed"]}
     if bad_classes:
-        lines.append("  classes with unreadable samples: " +
-                     ", ".join(f"{k} ({v['failed']}/{v['total']})" for k, v in bad_classes.items()))
+        lines.append("  unreadable / all samples, by class: " +
+                     ", ".join(f"{k}: {v['failed']}/{v['total']}" for k, v in bad_classes.items()))
     for f in report["failures"][:max_failures]:
         where = f"{f['file']}:{f['line']}" if f.get("line") else f["path"]
         lines.append(f"  {where}: {f['path']}: {f['category']}: {f['reason']}")

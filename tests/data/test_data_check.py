@@ -55,6 +55,7 @@ def test_cli_summary_report_and_exit_status(mixed, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "readable: 2   unreadable: 4" in text
     assert f"{lst}:6: gone.mp4: missing" in text
+    assert "unreadable / all samples, by class: 0: 1/2, 1: 2/3, 2: 1/1" in text
     assert json.loads(out.read_text())["failed"] == 4
     assert main(["data", "check", str(lst), "--root", str(root), "--workers", "0", "--strict"]) == 1
 
