@@ -4,6 +4,7 @@ Examples::
 
     omnisource test configs/tsn_r50_1x1x3_100e_kinetics400_rgb.yaml tsn.pth --out scores.json
     omnisource test CONFIG CKPT --num-clips 10 --crops 3 --average-clips prob
+    omnisource test CONFIG CKPT --report test_report/     # per-class accuracy, confusions, mistakes
     torchrun --nproc-per-node 4 -m omnisource test CONFIG CKPT --out scores.npy
 
 ``--out`` writes per-video scores (in annotation order) for score fusion: ``.json`` (scores,
@@ -30,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    choices=["top_k_accuracy", "mean_class_accuracy"],
                    help="metrics (default: test.metrics of the config)")
     p.add_argument("--out", help="per-video scores: results.json | .npy | .pkl")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write DIR/index.html: accuracy per class, the most confused class pairs, "
+                        "the most confident mistakes (thumbnails), with per_class.csv / confusions.csv")
     p.add_argument("--average-clips", choices=["score", "prob", "none"])
     p.add_argument("--num-clips", type=int, help="clips per video (default: the test preset's)")
     p.add_argument("--crops", type=int, choices=[1, 3, 10], help="crops per clip (default: the preset's)")
@@ -62,6 +66,13 @@ def write_results(path: str | Path, scores, labels: list, metrics: dict, paths: 
             pickle.dump(np.asarray(scores).tolist(), fh, protocol=4)
     else:
         raise InputError("--out must end in .json, .npy or .pkl", file=path)
+
+
+def _views_text(over: dict) -> str:
+    """The test views as run: the preset's unless --num-clips / --crops / test.* changed them."""
+    clips = over.get("num_clips", "the preset's")
+    crop = over.get("crop", "the preset's")
+    return f"clips: {clips}; crop: {crop}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,9 +112,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"WARNING: {run_info['replaced']} of {len(dataset)} test videos were unreadable and "
                   "were replaced by other readable videos; the metrics above cover those substitutes "
                   "(run with strict data loading to stop instead)", file=sys.stderr)
+        paths = [s.path for s in getattr(dataset, "samples", [])] or None
         if args.out:
-            paths = [s.path for s in getattr(dataset, "samples", [])] or None
             write_results(args.out, scores, labels, metrics, paths)
             print(f"wrote {len(scores)} video scores to {args.out}")
+        if args.report:
+            from omnisource.data.annotations import read_label_map
+            from omnisource.engine.eval_report import write_eval_report
+
+            names = read_label_map(cfg.data.label_map) if cfg.data.label_map else None
+            index = write_eval_report(
+                args.report, scores, labels, paths=paths, data_root=cfg.data.test.data_root,
+                class_names=names, average=average, metrics=metrics,
+                meta={"config": args.config, "checkpoint": args.checkpoint,
+                      "test preset": cfg.data.test.preset, "views": _views_text(over),
+                      "average_clips": average})
+            print(f"wrote the test report to {index}")
     cleanup()
     return 0

@@ -17,22 +17,17 @@ written atomically; the HTML only references files that exist.
 """
 from __future__ import annotations
 
-import hashlib
-import html
-import io
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from omnisource.utils.io import atomic_write_bytes, atomic_write_text
+from omnisource.utils.html_report import Writer, escape as _e, table as _table
 
 log = logging.getLogger("omnisource.web.report")
-
-THUMB = 160
 
 
 @dataclass
@@ -73,65 +68,6 @@ def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
                     yield row
 
 
-# --------------------------------------------------------------------------------------------
-# output helpers
-# --------------------------------------------------------------------------------------------
-@dataclass
-class Writer:
-    out_dir: Path
-    files: set[str] = field(default_factory=set)
-
-    def png(self, name: str, fig: Any) -> str:
-        import matplotlib.pyplot as plt
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
-        atomic_write_bytes(self.out_dir / name, buf.getvalue())
-        self.files.add(name)
-        return name
-
-    def thumb(self, media: Path, rec: dict[str, Any]) -> str:
-        """JPEG thumbnail of an image or of one frame of a video (placeholder when unreadable)."""
-        ident = f"{media}|{rec.get('frame_inds')}|{rec.get('segment')}|{rec.get('frame')}"
-        key = hashlib.sha1(ident.encode()).hexdigest()[:16]
-        name = f"thumbs/{key}.jpg"
-        if name in self.files:
-            return name
-        from PIL import Image
-
-        try:
-            arr = _thumb_array(media, rec)
-        except Exception as err:  # noqa: BLE001 - any unreadable media gets a grey tile
-            log.debug("thumbnail of %s failed: %s", media, err)
-            arr = np.full((THUMB * 3 // 4, THUMB, 3), 200, np.uint8)
-        im = Image.fromarray(arr)
-        im.thumbnail((THUMB, THUMB))
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=85)
-        atomic_write_bytes(self.out_dir / name, buf.getvalue())
-        self.files.add(name)
-        return name
-
-
-def _thumb_array(media: Path, rec: dict[str, Any]) -> np.ndarray:
-    from omnisource.web import features as F
-
-    if rec.get("kind") == "image":
-        return F.read_image_reduced(media, THUMB)
-    from omnisource.data.decode import open_video
-
-    with open_video(str(media)) as r:
-        if rec.get("frame") is not None:
-            idx = int(rec["frame"])
-        elif rec.get("frame_inds"):
-            idx = int(rec["frame_inds"][0])
-        else:
-            lo, hi = F.segment_frame_range(r, rec.get("segment"))
-            idx = (lo + hi) // 2
-        return r.get_frames([idx])[0]
-
-
 def _hist(writer: Writer, name: str, series: dict[str, list[float]], title: str, vline: float | None = None,
           xlabel: str = "score") -> str | None:
     series = {k: v for k, v in series.items() if v}
@@ -158,16 +94,6 @@ def _hist(writer: Writer, name: str, series: dict[str, list[float]], title: str,
     return writer.png(name, fig)
 
 
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    h = "".join(f"<th>{_e(c)}</th>" for c in headers)
-    b = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table><tr>{h}</tr>{b}</table>"
-
-
 def _counts_html(meta: dict[str, Any], class_names: Sequence[str] | None, max_classes: int = 30) -> str:
     c = meta["counts"]
     parts = [f"<p>in <b>{c['in']['total']}</b> &rarr; out <b>{c['out']['total']}</b>, dropped "
@@ -190,16 +116,6 @@ def _name(k: Any, names: Sequence[str] | None) -> str:
     if names is not None and s.isdigit() and int(s) < len(names):
         return names[int(s)]
     return s
-
-
-def _grid(writer: Writer, items: list[tuple[Path, dict[str, Any], str]]) -> str:
-    if not items:
-        return "<p><i>none</i></p>"
-    cells = []
-    for media, rec, caption in items:
-        t = writer.thumb(media, rec)
-        cells.append(f'<figure><img src="{_e(t)}" loading="lazy"><figcaption>{_e(caption)}</figcaption></figure>')
-    return '<div class="grid">' + "".join(cells) + "</div>"
 
 
 def _root_of(stage: StageDir) -> Path | None:
@@ -233,9 +149,8 @@ def _filter_section(w: Writer, st: StageDir, k: int, cls: int | None, names: Seq
         from omnisource.web.filter import class_count_png
 
         name = f"s{k}_class_counts.png"
-        atomic_write_bytes(w.out_dir / name, class_count_png(
+        w.png_bytes(name, class_count_png(
             [{**r, "before": int(r["before"]), "after": int(r["after"])} for r in rows], "per-class counts"))
-        w.files.add(name)
         parts.append(f'<h3>Per-class counts before / after filtering</h3><img src="{name}">')
     by_src: dict[str, list[float]] = {}
     for r in kept:
@@ -253,10 +168,10 @@ def _filter_section(w: Writer, st: StageDir, k: int, cls: int | None, names: Seq
                     key=lambda r: -float(r["extra"]["score"]))[:n]
         cname = _name(cls, names)
         parts.append(f"<h3>Kept samples of class {cls} ({_e(cname)})</h3>")
-        parts.append(_grid(w, [(_media(root, r["path"]), r, f"{r.get('score', 0):.3f} label {_label_text(r)} "
+        parts.append(w.grid([(_media(root, r["path"]), r, f"{r.get('score', 0):.3f} label {_label_text(r)} "
                                                              f"q {r.get('query_label')}") for r in ks]))
         parts.append(f"<h3>Rejected samples of class {cls} ({_e(cname)})</h3>")
-        parts.append(_grid(w, [(_media(root, r["path"]), {"kind": _kind_guess(r["path"])},
+        parts.append(w.grid([(_media(root, r["path"]), {"kind": _kind_guess(r["path"])},
                                 f"{r['extra']['score']:.3f} teacher {r['extra'].get('label')} q {r.get('query_label')} "
                                 f"[{r.get('reason')}]") for r in rs]))
     return "\n".join(parts)
@@ -320,16 +235,10 @@ def _untrimmed_section(w: Writer, st: StageDir, k: int, n: int) -> str:
         pos = r.get("meta", {}).get("untrimmed", {}).get("positive_frames")
         return {**r, "frame_inds": pos or r.get("frame_inds")}
 
-    parts.append(_grid(w, [(_media(root, r["path"]), shown(r),
+    parts.append(w.grid([(_media(root, r["path"]), shown(r),
                             f"{r.get('score', 0):.3f} label {r.get('label')} "
                             f"{r.get('segment') or r.get('frame_inds')}") for r in kept]))
     return "\n".join(parts)
-
-
-CSS = """body{font-family:sans-serif;margin:20px;max-width:1400px}table{border-collapse:collapse;margin:8px 0}
-td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:top}
-.grid{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;width:170px;font-size:11px}
-img{max-width:100%}section{border-top:2px solid #08519c;margin-top:24px}"""
 
 
 def build_report(work_dir: str | Path, out_dir: str | Path | None = None, class_index: int | None = None,
@@ -367,8 +276,4 @@ def build_report(work_dir: str | Path, out_dir: str | Path | None = None, class_
         sec.append("</section>")
         body.append("\n".join(sec))
     body.insert(2, "<ul>" + "".join(toc) + "</ul>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>omnisource report</title>"
-            f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
-    index = out / "index.html"
-    atomic_write_text(index, page)
-    return index
+    return w.write_page("omnisource report", body)

@@ -64,9 +64,14 @@ def test_train_test_fuse_commands(tiny_project, capsys):
     outs = {ext: root / f"scores.{ext}" for ext in ("json", "npy", "pkl")}
     for ext, out in outs.items():
         rc = main(["test", str(cfg), str(work / "latest.pth"), "--num-clips", "2", "--crops", "3",
-                   "--average-clips", "prob", "--out", str(out)])
+                   "--average-clips", "prob", "--out", str(out)]
+                  + (["--report", str(root / "report")] if ext == "json" else []))
         assert rc == 0
     printed = capsys.readouterr().out
+    page = (root / "report" / "index.html").read_text()   # class names from the config's label map
+    assert f"wrote the test report to {root / 'report' / 'index.html'}" in printed
+    assert "blue" in page and "red" in page and "clips: 2; crop: three" in page
+    assert (root / "report" / "per_class.csv").read_text().count("\n") == 3   # header + 2 classes
     assert re.search(r"top1_acc: \d\.\d{4}", printed) and "mean_class_accuracy" in printed
     data = json.loads(outs["json"].read_text())
     scores = np.asarray(data["scores"])

@@ -1,0 +1,124 @@
+"""Static HTML pages with PNG plots and JPEG thumbnails: the one place reports are written.
+
+Why here: both reports people read -- the web stages' (``omnisource report``,
+:mod:`omnisource.web.report`) and a test run's (``omnisource test --report``,
+:mod:`omnisource.engine.eval_report`) -- are folders of one ``index.html`` plus images beside it.
+Every file is written atomically, and the HTML only references files that were written.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from omnisource.utils.io import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("omnisource.report")
+
+THUMB = 160
+
+CSS = """body{font-family:sans-serif;margin:20px;max-width:1400px}table{border-collapse:collapse;margin:8px 0}
+td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px;vertical-align:top}
+.grid{display:flex;flex-wrap:wrap;gap:6px}figure{margin:0;width:170px;font-size:11px}
+img{max-width:100%}section{border-top:2px solid #08519c;margin-top:24px}"""
+
+
+def escape(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    h = "".join(f"<th>{escape(c)}</th>" for c in headers)
+    b = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{b}</table>"
+
+
+def page(title: str, body: Sequence[str]) -> str:
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+
+
+@dataclass
+class Writer:
+    """Writes the images of one report folder and remembers which exist."""
+
+    out_dir: Path
+    files: set[str] = field(default_factory=set)
+
+    def png(self, name: str, fig: Any) -> str:
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90)
+        plt.close(fig)
+        return self.png_bytes(name, buf.getvalue())
+
+    def png_bytes(self, name: str, data: bytes) -> str:
+        atomic_write_bytes(self.out_dir / name, data)
+        self.files.add(name)
+        return name
+
+    def thumb(self, media: Path, rec: dict[str, Any]) -> str:
+        """JPEG thumbnail of an image or of one frame of a video (a grey tile when unreadable).
+
+        ``rec``: ``kind`` ('image' or a video), and which frame: ``frame``, else the first of
+        ``frame_inds``, else the middle of ``segment`` (seconds) or of the whole video."""
+        ident = f"{media}|{rec.get('frame_inds')}|{rec.get('segment')}|{rec.get('frame')}"
+        key = hashlib.sha1(ident.encode()).hexdigest()[:16]
+        name = f"thumbs/{key}.jpg"
+        if name in self.files:
+            return name
+        from PIL import Image
+
+        try:
+            arr = _thumb_array(media, rec)
+        except Exception as err:  # noqa: BLE001 - any unreadable media gets a grey tile
+            log.debug("thumbnail of %s failed: %s", media, err)
+            arr = np.full((THUMB * 3 // 4, THUMB, 3), 200, np.uint8)
+        im = Image.fromarray(arr)
+        im.thumbnail((THUMB, THUMB))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85)
+        atomic_write_bytes(self.out_dir / name, buf.getvalue())
+        self.files.add(name)
+        return name
+
+    def grid(self, items: list[tuple[Path, dict[str, Any], str]]) -> str:
+        """Thumbnails with captions: ``(media path, rec for :meth:`thumb`, caption)``."""
+        if not items:
+            return "<p><i>none</i></p>"
+        cells = []
+        for media, rec, caption in items:
+            t = self.thumb(media, rec)
+            cells.append(f'<figure><img src="{escape(t)}" loading="lazy"><figcaption>{escape(caption)}'
+                         "</figcaption></figure>")
+        return '<div class="grid">' + "".join(cells) + "</div>"
+
+    def write_page(self, title: str, body: Sequence[str]) -> Path:
+        index = self.out_dir / "index.html"
+        atomic_write_text(index, page(title, body))
+        return index
+
+
+def _thumb_array(media: Path, rec: dict[str, Any]) -> np.ndarray:
+    from omnisource.web import features as F
+
+    if rec.get("kind") == "image":
+        return F.read_image_reduced(media, THUMB)
+    from omnisource.data.decode import open_video
+
+    with open_video(str(media)) as r:
+        if rec.get("frame") is not None:
+            idx = int(rec["frame"])
+        elif rec.get("frame_inds"):
+            idx = int(rec["frame_inds"][0])
+        else:
+            lo, hi = F.segment_frame_range(r, rec.get("segment"))
+            idx = (lo + hi) // 2
+        return r.get_frames([idx])[0]
