@@ -1,9 +1,14 @@
-"""Classify one video with the config's test protocol and print the top-5 classes.
+"""Classify videos with the config's test protocol and print each one's top-5 classes.
 
 Example::
 
     omnisource predict demo.mp4 --config configs/tsn_r50_1x1x3_100e_kinetics400_rgb.yaml \
         --checkpoint tsn.pth --label-map label_map_k400.txt
+    omnisource predict clips/*.mp4 --config C --checkpoint K --out predictions.json
+
+The model is loaded once for all videos. A video that cannot be read is reported (file and
+reason) and the others go on; the exit status is then 1. ``--out`` writes the top-k of every
+video as JSON (``[{"video", "topk": [{"class", "name", "score"}]} | {"video", "error"}]``).
 """
 from __future__ import annotations
 
@@ -13,11 +18,12 @@ from pathlib import Path
 from omnisource.config import add_set_argument
 from omnisource.errors import InputError
 
-HELP = "top-5 classes of one video (config's test views, averaged)"
+HELP = "top-5 classes of videos (config's test views, averaged)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("video")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--out", help="also write every video's top-k to this JSON file")
     p.add_argument("--config", required=True)
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--label-map", help="class names, one per line (default: data.label_map)")
@@ -60,28 +66,53 @@ def predict_video(video: str | Path, cfg, model, dev, *, num_clips=None, crops=N
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     import torch
 
     from omnisource.data.annotations import read_label_map
     from omnisource.engine.evaluate import load_config_and_model
+    from omnisource.errors import OmniSourceError
 
+    if args.out and not args.out.endswith(".json"):
+        raise InputError("--out must end in .json", file=args.out)
     cfg, model, dev = load_config_and_model(args.config, args.checkpoint, sets=args.sets,
                                             device=args.device, fuse_conv_bn=args.fuse_conv_bn)
-    scores = predict_video(args.video, cfg, model, dev, num_clips=args.num_clips, crops=args.crops,
-                           average=args.average_clips)
     names = None
     lm = args.label_map or cfg.data.label_map
     if lm:
         names = read_label_map(lm)
-        if len(names) != scores.numel():
-            raise InputError(f"label map has {len(names)} classes but the model predicts "
-                             f"{scores.numel()}", file=lm)
-    k = min(args.topk, scores.numel())
-    values, idx = torch.topk(scores, k)
     mode = args.average_clips or cfg.test.average_clips
     what = "raw class scores (logits)" if mode == "score" else "class probabilities"
-    print(f"{args.video}: top-{k}, {what} averaged over the test views")
-    for rank, (v, i) in enumerate(zip(values.tolist(), idx.tolist()), 1):
-        name = names[i] if names else f"class_{i}"
-        print(f"{rank}. {name} ({i}): {v:.4f}")
-    return 0
+    results: list[dict] = []
+    failed = 0
+    for video in args.videos:
+        try:
+            scores = predict_video(video, cfg, model, dev, num_clips=args.num_clips, crops=args.crops,
+                                   average=args.average_clips)
+        except OmniSourceError as err:
+            if len(args.videos) == 1:
+                raise
+            failed += 1
+            print(f"omnisource predict: {err}", file=sys.stderr)
+            results.append({"video": video, "error": str(err)})
+            continue
+        if names is not None and len(names) != scores.numel():
+            raise InputError(f"label map has {len(names)} classes but the model predicts "
+                             f"{scores.numel()}", file=lm)
+        k = min(args.topk, scores.numel())
+        values, idx = torch.topk(scores, k)
+        top = [{"class": i, "name": names[i] if names else f"class_{i}", "score": v}
+               for v, i in zip(values.tolist(), idx.tolist())]
+        results.append({"video": video, "topk": top})
+        print(f"{video}: top-{k}, {what} averaged over the test views")
+        for rank, t in enumerate(top, 1):
+            print(f"{rank}. {t['name']} ({t['class']}): {t['score']:.4f}")
+    if args.out:
+        from omnisource.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, results)
+        print(f"wrote {len(results)} predictions to {args.out}")
+    if failed:
+        print(f"{failed} of {len(args.videos)} videos could not be read", file=sys.stderr)
+    return 1 if failed else 0

@@ -194,6 +194,32 @@ def test_predict_demo_video_top5(tmp_path, capsys):
     assert all(abs(float(a.rsplit(":", 1)[1]) - b) <= 2e-4 for a, b in zip(fused, values))
 
 
+def test_predict_several_videos_goes_on_past_an_unreadable_one(tiny_project, tmp_path, capsys):
+    from omnisource.models import create_model
+
+    root, cfg, _ = tiny_project
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"state_dict": create_model("tsn_r50_1x1x3_100e_kinetics400_rgb", num_classes=2, depth=18,
+                                           base_channels=4).state_dict()}, ckpt)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    videos = [str(root / "videos" / "v0.mp4"), str(bad), str(root / "videos" / "v1.mp4")]
+    out = tmp_path / "preds.json"
+    rc = main(["predict", *videos, "--config", str(cfg), "--checkpoint", str(ckpt), "--num-clips", "1",
+               "--crops", "1", "--topk", "2", "--out", str(out)])
+    assert rc == 1                                    # one video failed, the others were predicted
+    captured = capsys.readouterr()
+    assert f"{bad}: cannot open as a video" in captured.err and "1 of 3 videos" in captured.err
+    preds = json.loads(out.read_text())
+    assert [p["video"] for p in preds] == videos and "error" in preds[1]
+    for p in (preds[0], preds[2]):
+        assert sorted(t["name"] for t in p["topk"]) == ["blue", "red"]   # the config's label map
+        assert p["topk"][0]["score"] >= p["topk"][1]["score"]
+        assert f"{p['video']}: top-2" in captured.out
+    assert main(["predict", str(bad), "--config", str(cfg), "--checkpoint", str(ckpt)]) == 2  # alone: an error
+
+
 def test_test_command_reports_replaced_unreadable_videos(tiny_project, capsys):
     """A broken test video is replaced by the dataset; the test command must say so, and the
     count must survive DataLoader workers (each worker's dataset counter sees only its share)."""
