@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from omnisource.config import add_set_argument
@@ -58,4 +59,8 @@ def run(args: argparse.Namespace) -> int:
         best = summary.get("best") or {}
         extra = f"; best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}" if best else ""
         print(f"finished {summary['global_iter']} iterations in {summary['work_dir']}{extra}")
+        if summary.get("unreadable"):
+            print(f"WARNING: {summary['unreadable']} reads of unreadable train samples were replaced by "
+                  "other samples (the warnings above name the files; `omnisource data check` lists them)",
+                  file=sys.stderr)
     return 0

@@ -321,6 +321,9 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
     start_epoch, start_iter, global_iter = 0, 0, 0
     best: dict[str, Any] = {}
     skipped_nonfinite = 0
+    # failed reads of unreadable train samples (each replaced by another sample) in this process
+    # since it started; summed over ranks when logged
+    unreadable = 0
     resume_path = _resolve_resume(resume, work_dir)
     if resume_path is not None:
         ckpt = ckio.load_training_checkpoint(resume_path)
@@ -399,6 +402,7 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
             data_time = time.time() - t_data
             lr = scheduler.step(global_iter)
             sources = {name: _to_device(b, dev) for name, b in _source_batches(batch).items()}
+            unreadable += _replaced_reads(sources)
             if mixer is not None:
                 mixer.rng = np.random.default_rng([tcfg.seed, info.rank, global_iter])
                 if len(sources) > 1:
@@ -451,7 +455,11 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
                             data=f"{data_time:.2f}s")
             if i % tcfg.log_interval == 0 or i == iters_per_epoch:
                 rec = {k: v / count for k, v in sums.items()}
+                rec["unreadable"] = float(unreadable)   # every rank has the key: one collective
                 rec = all_reduce_mean(rec, dev if dev.type == "cuda" else None)
+                total_bad = round(rec.pop("unreadable") * info.world_size)
+                if total_bad:
+                    rec["unreadable"] = total_bad
                 logger.write({"mode": "train", "epoch": epoch + 1, "iter": i,
                               "iters": iters_per_epoch, "global_iter": global_iter, "lr": lr, "data_time": data_time,
                               "eta_s": round(eta, 1), **rec,
@@ -488,11 +496,28 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
         save("latest.pth", done, 0)
         barrier()
         start_iter = 0
+    total_bad = round(all_reduce_mean({"n": float(unreadable)}, dev if dev.type == "cuda" else None)["n"]
+                      * info.world_size)
     logger.write({"mode": "done", "global_iter": global_iter, "skipped_nonfinite": skipped_nonfinite,
+                  **({"unreadable": total_bad} if total_bad else {}),
                   "time_s": round(time.time() - t_start, 2)})
     logger.close()
     return {"work_dir": str(work_dir), "global_iter": global_iter, "best": best,
-            "last_val": last_metrics, "skipped_nonfinite": skipped_nonfinite}
+            "last_val": last_metrics, "skipped_nonfinite": skipped_nonfinite, "unreadable": total_bad}
+
+
+def _replaced_reads(sources: dict[str, dict]) -> int:
+    """Unreadable samples met while building this batch: each item counts the reads that failed
+    before it (``skipped``, set by the dataset) -- the only count that holds with DataLoader
+    workers, whose datasets' own counters the main process never sees."""
+    n = 0
+    for b in sources.values():
+        sk = b.get("skipped")
+        if isinstance(sk, torch.Tensor):
+            n += int(sk.sum())
+        elif isinstance(sk, (list, tuple)):
+            n += int(sum(sk))
+    return n
 
 
 def _forward_backward(net: nn.Module, sources: dict[str, dict], tcfg: Config, dev: torch.device,

@@ -235,3 +235,21 @@ def test_test_command_reports_replaced_unreadable_videos(tiny_project, capsys):
     assert rc == 0
     err = capsys.readouterr().err
     assert "1 of 7 test videos were unreadable" in err
+
+
+def test_train_counts_unreadable_samples_across_workers(tiny_project, tmp_path, capsys):
+    # two unreadable train videos in a list of 8, read by 2 DataLoader workers for 2 epochs: every
+    # failed read is counted (from the items, as the workers' own counters are out of reach),
+    # logged, and summed up at the end
+    root, cfg, ann = tiny_project
+    (root / "videos" / "broken_train.mp4").write_text("not a video")
+    lst = tmp_path / "train.txt"
+    lst.write_text(ann.read_text() + "broken_train.mp4 0\ngone_train.mp4 1\n")
+    work = tmp_path / "work"
+    capsys.readouterr()
+    assert main(["train", str(cfg), "--work-dir", str(work), "--set", f"data.train.ann_file={lst}",
+                 "data.num_workers=2", "data.batch_size=4", "schedule.epochs=2"]) == 0
+    err = capsys.readouterr().err
+    done = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines()][-1]
+    assert done["mode"] == "done" and done["unreadable"] == 4          # 2 files x 2 epochs
+    assert "WARNING: 4 reads of unreadable train samples were replaced" in err
