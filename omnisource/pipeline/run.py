@@ -529,7 +529,8 @@ class Pipeline:
             res = self.stages[name].result
             metrics = evaluate_checkpoint(res["config"], res["checkpoint"], self.paths()["val"],
                                           self.paths()["target_root"], self.s.presets.test,
-                                          dict(self.s.presets.overrides), self.paths()["label_map"])
+                                          dict(self.s.presets.overrides), self.paths()["label_map"],
+                                          report_dir=sdir / f"report-{name}")
             out[name] = metrics
             self.say(f"  {name}: top1 {metrics.get('top1_acc', float('nan')):.4f} "
                      f"top5 {metrics.get('top5_acc', float('nan')):.4f}")
@@ -563,6 +564,10 @@ class Pipeline:
                        for n, s in self.stages.items()},
             "table": rows,
             "filtering": filt,
+            # per-class pages of the test stage (accuracy per class, confusions, mistakes),
+            # relative to the work folder; a test stage finished by an older build has none
+            "test_reports": {n: f"stages/test/report-{n}/index.html" for n in test
+                             if (self.work / "stages" / "test" / f"report-{n}" / "index.html").is_file()},
         }
         wj = Path(str(self.data)) / "world.json"
         if wj.is_file():
@@ -694,8 +699,10 @@ def _query_labelled(src: Path, dest: Path) -> None:
 
 
 def evaluate_checkpoint(config: str, checkpoint: str, ann_file: Path, data_root: Path, preset: str,
-                        preset_overrides: dict, label_map: Path) -> dict[str, float]:
-    """Top-1/top-5/mean-class accuracy of a trained run on a labelled list (one view per video)."""
+                        preset_overrides: dict, label_map: Path,
+                        report_dir: Path | None = None) -> dict[str, float]:
+    """Top-1/top-5/mean-class accuracy of a trained run on a labelled list (one view per video);
+    with ``report_dir``, also its per-class page (:mod:`omnisource.engine.eval_report`)."""
     import torch
 
     from omnisource.data.datasets import build_dataset
@@ -715,6 +722,14 @@ def evaluate_checkpoint(config: str, checkpoint: str, ann_file: Path, data_root:
     scores, labels = run_inference(model, loader, len(ds), device=torch.device("cpu"),
                                    show_progress=False)
     m = compute_metrics(scores, labels, ("top_k_accuracy", "mean_class_accuracy"), (1, 5))
+    if report_dir is not None:
+        from omnisource.data.annotations import read_label_map
+        from omnisource.engine.eval_report import write_eval_report
+
+        write_eval_report(report_dir, scores, labels, paths=[s.path for s in ds.samples],
+                          data_root=data_root, class_names=read_label_map(label_map), average="prob",
+                          metrics=m, meta={"checkpoint": checkpoint, "test list": str(ann_file),
+                                           "test preset": preset})
     return {k: float(v) for k, v in m.items()}
 
 
@@ -766,6 +781,10 @@ def results_html(results: dict[str, Any]) -> str:
     filt = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(v))}</td></tr>"
                    for k, v in results.get("filtering", {}).items())
     link = '<p><a href="index.html">web stages report</a></p>' if results.get("report") else ""
+    tests = results.get("test_reports") or {}
+    if tests:   # results.html sits in the work folder's report/
+        link += "<p>per-class test reports: " + ", ".join(
+            f'<a href="../{html.escape(p)}">{html.escape(n)}</a>' for n, p in tests.items()) + "</p>"
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>omnisource run</title></head><body>"
             f"<h1>omnisource run: results</h1><p>seed {results.get('seed')}, data {html.escape(str(results.get('data')))},"
             f" {results.get('seconds')} s</p>{link}<h2>Accuracy on target val (measured)</h2>"

@@ -50,6 +50,12 @@ def test_every_stage_runs_and_results_are_written(finished):
     assert "omnisource_gain_top1" in on_disk
     assert (work / "report" / "results.html").is_file()
     assert on_disk["report"] and Path(on_disk["report"]).is_file()
+    # every evaluated run has its per-class page, linked from results.html
+    assert set(on_disk["test_reports"]) == set(runs)
+    page = (work / "report" / "results.html").read_text()
+    for name, rel in on_disk["test_reports"].items():
+        assert (work / rel).is_file() and (work / rel).with_name("per_class.csv").is_file()
+        assert f'href="../{rel}"' in page
     # teacher filtering kept a subset, measured against the world's ground truth
     for src in ("web_images", "web_videos"):
         info = on_disk["filtering"][src]
