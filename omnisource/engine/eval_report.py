@@ -89,10 +89,11 @@ def _accuracy_png(w: Writer, rows: list[dict[str, Any]], names: Sequence[str] | 
     ax.set_xlabel("classes (sorted by top-1 accuracy)")
     if n <= 40:
         ax.set_xticks(xs)
-        ax.set_xticklabels([_name(r["class"], names)[:18] for r in srt], rotation=60, ha="right", fontsize=7)
+        ax.set_xticklabels([_name(r["class"], names)[:28] for r in srt], rotation=60, ha="right", fontsize=7)
     else:
         ax.set_xticks([])
-    ax.legend(fontsize=8)
+    # above the axes: the sorted bars fill every corner of the plot
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     return w.png("per_class_accuracy.png", fig)
 

@@ -321,7 +321,7 @@ def class_count_png(rows: list[dict[str, Any]], title: str) -> bytes:
     ax.set_title(title)
     if n <= 40:
         ax.set_xticks(xs)
-        ax.set_xticklabels([str(r["name"])[:18] for r in srt], rotation=60, ha="right", fontsize=7)
+        ax.set_xticklabels([str(r["name"])[:28] for r in srt], rotation=60, ha="right", fontsize=7)
     else:
         ax.set_xticks([])
     ax.legend()
