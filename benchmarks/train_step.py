@@ -202,7 +202,8 @@ def main() -> int:
     p.add_argument("--modes", nargs="+", choices=["train", "infer"], default=["train", "infer"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--iters", type=int, default=3)
+    p.add_argument("--iters", type=int, default=5,
+                   help="timed steps per measurement (fewer swing the rate by +-5%% on a 2-core VM)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1, help="round-robin rounds; medians are printed")
     p.add_argument("--compare-mmaction2", action="store_true")

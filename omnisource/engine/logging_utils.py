@@ -47,6 +47,8 @@ def format_record(record: dict[str, Any]) -> str:
             parts.append(f"{k.removesuffix('_time').removesuffix('_s')} {v:.2f}s")
         elif k == "eta_s":
             parts.append(f"eta {_duration(v)}")
+        elif k.endswith("_mb") and isinstance(v, (int, float)):
+            parts.append(f"{k.removesuffix('_mb')} {v:.0f} MB")
         elif isinstance(v, float):
             parts.append(f"{k} {v:.4f}")
         else:

@@ -234,6 +234,8 @@ def test_run_logger_prints_a_readable_line_per_record(tmp_path, caplog):
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2   # JSON unchanged
     assert format_record({"mode": "done", "global_iter": 9, "time_s": 61.0}) == \
         "done: 9 iterations: time 61.00s"
+    assert format_record({"mode": "train", "epoch": 1, "iter": 2, "memory_mb": 10240.4}) == \
+        "epoch 1 iter 2: memory 10240 MB"
     # rank != 0: nothing written, nothing printed
     caplog.clear()
     RunLogger(tmp_path / "r1", enabled=False).write({"mode": "val", "epoch": 1, "top1_acc": 1.0})
