@@ -599,6 +599,9 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
     ``index_store`` (a file of video demux indexes shared by the workers and kept between runs:
     see :mod:`omnisource.data.decode.index_store`).
     """
+    if not Path(data_root).is_dir():   # else every sample fails, one by one, at read time
+        raise InputError(f"data root folder not found (samples of {ann_file} are read from it)",
+                         file=data_root)
     ds_kw = {k: overrides.pop(k) for k in list(overrides) if k in _DATASET_OPTIONS}
     store = ds_kw.pop("index_store", None)
     if store:

@@ -296,3 +296,28 @@ def test_rawframe_list_overdeclaring_total_frames(tmp_path, mm):
         want = np.stack([read_image(tmp_path / "clip" / f"img_{1 + offset + k:05d}.jpg") for k in sampler(real)])
         assert np.array_equal(got, want) and ds[0]["skipped"] == 0
         assert list(ds.frame_count_fixes.values()) == [(10, real)]
+
+
+def test_missing_data_root_is_named_up_front(mm, tmp_path):
+    ann = mm / "annotations" / "video_test_list.txt"
+    with pytest.raises(InputError, match=r"nowhere: data root folder not found \(samples of .*video_test_list"):
+        build_dataset(ann, tmp_path / "nowhere", "tsn_1x1x3_val", **SMALL)
+
+
+def test_a_data_error_in_a_loader_worker_stays_one_line(mixed):
+    # nothing readable: the dataset gives up in the worker; torch re-raises the worker's exception
+    # as type(err)(its wrapper text) -- DataError must survive that (not turn into a RuntimeError
+    # with a traceback) and keep the one line the CLI prints
+    root, lst, _ = mixed
+    bad = lst.with_name("bad.txt")
+    bad.write_text("bad/truncated.mp4 1\nbad/empty.mp4 2\nbad/text.mp4 0\n")
+    loader = build_dataloader(build_dataset(bad, root, "tsn_1x1x3_val", **SMALL), batch_size=1, num_workers=2)
+    with pytest.raises(DataError) as err:
+        next(iter(loader))
+    text = str(err.value)
+    assert "\n" not in text and "Traceback" not in text and "no readable sample found" in text
+    assert err.value.path.startswith("bad/") and err.value.reason.startswith("no readable sample found")
+    wrapped = ("Caught InputError in DataLoader worker process 1.\nOriginal Traceback (most recent call "
+               "last):\n  File \"x.py\", line 1, in f\nomnisource.errors.InputError: list.txt:3: bad label\n")
+    assert str(InputError(wrapped)) == "list.txt:3: bad label"
+    assert str(InputError("Caught nothing")) == "Caught nothing"      # other texts are untouched
