@@ -460,8 +460,8 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
                 total_bad = round(rec.pop("unreadable") * info.world_size)
                 if total_bad:
                     rec["unreadable"] = total_bad
-                logger.write({"mode": "train", "epoch": epoch + 1, "iter": i,
-                              "iters": iters_per_epoch, "global_iter": global_iter, "lr": lr, "data_time": data_time,
+                logger.write({"mode": "train", "epoch": epoch + 1, "iter": i, "iters": iters_per_epoch,
+                              "global_iter": global_iter, "lr": lr, "data_time": data_time,
                               "eta_s": round(eta, 1), **rec,
                               **({"skipped_nonfinite": skipped_nonfinite} if skipped_nonfinite else {}),
                               **_memory(dev)}, step=global_iter)
