@@ -44,8 +44,10 @@ def load_scores(path: str | Path):
                 arr = np.asarray(_PlainUnpickler(fh).load(), dtype=np.float64)
         else:
             raise InputError("results must be .json, .npy or .pkl", file=path)
-    except (ValueError, KeyError, pickle.UnpicklingError, json.JSONDecodeError, EOFError) as err:
-        raise InputError(f"cannot read scores: {err}", file=path) from None
+    except (ValueError, KeyError, TypeError, pickle.UnpicklingError, json.JSONDecodeError, EOFError) as err:
+        # TypeError: numbers expected, other JSON found (e.g. `omnisource predict --out` records)
+        raise InputError(f"not a scores file of `omnisource test --out` ({type(err).__name__}: {err})",
+                         file=path) from None
     if arr.ndim == 3:  # per-view scores (average_clips none): average the views
         arr = arr.mean(axis=1)
     if arr.ndim != 2:

@@ -92,6 +92,11 @@ def test_train_test_fuse_commands(tiny_project, capsys):
     # a pickle holding objects is refused
     (root / "evil.pkl").write_bytes(pickle.dumps(np.zeros((6, 2))))
     assert main(["fuse", str(root / "evil.pkl"), "--ann", str(ann)]) == 2
+    # other JSON (here: what `predict --out` writes) is named as not a scores file, no traceback
+    (root / "preds.json").write_text(json.dumps([{"video": "v0.mp4", "topk": [{"class": 0}]}]))
+    capsys.readouterr()
+    assert main(["fuse", str(root / "preds.json"), "--ann", str(ann)]) == 2
+    assert "preds.json: not a scores file" in capsys.readouterr().err
 
 
 def test_train_with_sources_uses_the_multisource_loader(tiny_project):
