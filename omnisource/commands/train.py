@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
         extra = f"; best {best['metric']} {best['value']:.4f} at epoch {best['epoch']}" if best else ""
         print(f"finished {summary['global_iter']} iterations in {summary['work_dir']}{extra}")
         if summary.get("unreadable"):
-            print(f"WARNING: {summary['unreadable']} reads of unreadable train samples were replaced by "
-                  "other samples (the warnings above name the files; `omnisource data check` lists them)",
-                  file=sys.stderr)
+            n = summary["unreadable"]
+            what = "read of an unreadable train sample was" if n == 1 else "reads of unreadable train samples were"
+            print(f"WARNING: {n} {what} replaced by other samples (the warnings above name the files; "
+                  "`omnisource data check` lists them)", file=sys.stderr)
     return 0
