@@ -107,6 +107,7 @@ DEFAULTS: dict[str, Any] = {
         "deterministic": False,  # deterministic algorithms; with it a resumed run equals an uninterrupted one
         "log_interval": 20,     # iterations between log lines
         "tensorboard": True,    # also write TensorBoard events when tensorboard is installed
+        "plot_curves": True,    # curves.png (losses, validation, lr) in the work dir when a run ends
         "max_iters_per_epoch": None,  # cap iterations per epoch (debugging / smoke tests)
         "validate": False,      # same as --validate
     },

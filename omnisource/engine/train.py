@@ -502,6 +502,10 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
                   **({"unreadable": total_bad} if total_bad else {}),
                   "time_s": round(time.time() - t_start, 2)})
     logger.close()
+    if info.is_main and tcfg.plot_curves:
+        from omnisource.engine.curves import write_curves_quietly
+
+        write_curves_quietly(work_dir)
     return {"work_dir": str(work_dir), "global_iter": global_iter, "best": best,
             "last_val": last_metrics, "skipped_nonfinite": skipped_nonfinite, "unreadable": total_bad}
 

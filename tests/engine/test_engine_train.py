@@ -67,6 +67,7 @@ def test_tiny_training_learns(tiny_runs, amp):
     assert {"loss", "lr", "data_time", "eta_s", "grad_norm"} <= set(train_lines[0])
     assert sum(x["mode"] == "val" for x in lines) == 6
     assert (tmp_path / "config.yaml").is_file()
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")   # drawn when the run ended
     assert sorted(p.name for p in tmp_path.glob("epoch_*.pth")) == ["epoch_4.pth", "epoch_5.pth", "epoch_6.pth"]
 
 
