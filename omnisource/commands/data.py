@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="check only the first N samples")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any sample is unreadable")
     p.add_argument("--out", default=None, help="write the full report as JSON (atomically)")
+    p.add_argument("--plot", default=None, metavar="PNG",
+                   help="draw the samples per class (listed and readable) into this PNG")
     p.add_argument("--index-store", default=None, metavar="SQLITE",
                    help="keep every video's demux index in this file as it is read; give the same "
                         "file to training (data option index_store, or OMNISOURCE_INDEX_STORE)")
@@ -90,6 +92,12 @@ def _check(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_json(args.out, report)
         print(f"report written to {args.out}")
+    if args.plot:
+        from omnisource.data.check import class_counts_png
+        from omnisource.utils.io import atomic_write_bytes
+
+        atomic_write_bytes(args.plot, class_counts_png(report))
+        print(f"class distribution drawn in {args.plot}")
     return 1 if args.strict and report["failed"] else 0
 
 

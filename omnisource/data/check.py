@@ -245,6 +245,16 @@ def _report(ann_file: Path, root: Path, fmt: str, backend: str, samples: list[Sa
     }
 
 
+def class_counts_png(report: dict[str, Any]) -> bytes:
+    """Samples per class of a :func:`check_annotations` report: listed and readable, sorted."""
+    from omnisource.web.filter import class_count_png
+
+    rows = [{"name": k, "before": v["total"], "after": v["total"] - v["failed"]}
+            for k, v in report["by_class"].items()]
+    return class_count_png(rows, f"samples per class: {Path(report['ann_file']).name}",
+                           legend=("listed", "readable"), xlabel="classes (sorted by number of samples)")
+
+
 def format_summary(report: dict[str, Any], max_failures: int = 20) -> str:
     """Human-readable summary of a :func:`check_annotations` report."""
     lines = [f"checked {report['total']} sample(s) of {report['ann_file']} "
@@ -263,6 +273,12 @@ def format_summary(report: dict[str, Any], max_failures: int = 20) -> str:
         lines += [f"    {why}: {n}" for why, n in slow.items()]
     for note in report.get("warnings", []):
         lines.append(f"  warning: {note}")
+    counts = {k: v["total"] for k, v in report["by_class"].items() if k != "(none)"}
+    if counts:
+        order = sorted(counts, key=lambda k: (counts[k], k))
+        med = sorted(counts.values())[len(counts) // 2]
+        lines.append(f"  classes: {len(counts)}; samples per class: min {counts[order[0]]} ({order[0]}), "
+                     f"median {med}, max {counts[order[-1]]} ({order[-1]})")
     bad_classes = {k: v for k, v in report["by_class"].items() if v["failed"]}
     if bad_classes:
         lines.append("  unreadable / all samples, by class: " +

@@ -304,7 +304,11 @@ def write_class_counts(rows: list[dict[str, Any]], out_dir: str | Path, title: s
     return csv_path, png_path
 
 
-def class_count_png(rows: list[dict[str, Any]], title: str) -> bytes:
+def class_count_png(rows: list[dict[str, Any]], title: str,
+                    legend: tuple[str, str] = ("before filtering", "after filtering"),
+                    xlabel: str = "classes (sorted by number of crawled samples)") -> bytes:
+    """Bars per class of ``before`` (light) and ``after`` (dark) counts, sorted by ``before``;
+    rows: ``name``, ``before``, ``after``. Also draws ``data check --plot`` (listed / readable)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -314,9 +318,9 @@ def class_count_png(rows: list[dict[str, Any]], title: str) -> bytes:
     n = max(1, len(srt))
     fig, ax = plt.subplots(figsize=(min(24, 4 + 0.06 * n + (0.25 * n if n < 40 else 0)), 4), dpi=100)
     xs = np.arange(len(srt))
-    ax.bar(xs, [r["before"] for r in srt], width=1.0 if n > 60 else 0.8, color="#9ecae1", label="before filtering")
-    ax.bar(xs, [r["after"] for r in srt], width=1.0 if n > 60 else 0.8, color="#08519c", label="after filtering")
-    ax.set_xlabel("classes (sorted by number of crawled samples)")
+    ax.bar(xs, [r["before"] for r in srt], width=1.0 if n > 60 else 0.8, color="#9ecae1", label=legend[0])
+    ax.bar(xs, [r["after"] for r in srt], width=1.0 if n > 60 else 0.8, color="#08519c", label=legend[1])
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("samples")
     ax.set_title(title)
     if n <= 40:

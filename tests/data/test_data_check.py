@@ -56,8 +56,16 @@ def test_cli_summary_report_and_exit_status(mixed, tmp_path, capsys):
     assert "readable: 2   unreadable: 4" in text
     assert f"{lst}:6: gone.mp4: missing" in text
     assert "unreadable / all samples, by class: 0: 1/2, 1: 2/3, 2: 1/1" in text
+    assert "classes: 3; samples per class: min 1 (2), median 2, max 3 (1)" in text
     assert json.loads(out.read_text())["failed"] == 4
     assert main(["data", "check", str(lst), "--root", str(root), "--workers", "0", "--strict"]) == 1
+
+
+def test_cli_plot_draws_the_class_distribution(mixed, tmp_path, capsys):
+    root, lst = mixed
+    png = tmp_path / "classes.png"
+    assert main(["data", "check", str(lst), "--root", str(root), "--workers", "0", "--plot", str(png)]) == 0
+    assert png.read_bytes().startswith(b"\x89PNG") and f"drawn in {png}" in capsys.readouterr().out
 
 
 def test_cli_strict_passes_on_clean_mmaction2_lists(shared_data, capsys):
