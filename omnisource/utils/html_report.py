@@ -11,6 +11,7 @@ import hashlib
 import html
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -109,6 +110,17 @@ class Writer:
 def _thumb_array(media: Path, rec: dict[str, Any]) -> np.ndarray:
     from omnisource.web import features as F
 
+    if media.is_dir():  # a rawframe folder (mmaction2 RawframeDataset): its middle image
+        from omnisource.data.annotations import IMAGE_EXTS
+
+        groups: dict[str, list[Path]] = {}   # img_00001.jpg.. vs flow x_00001.jpg..: by name pattern
+        for p in sorted(media.iterdir()):
+            if p.suffix.lower() in IMAGE_EXTS:
+                groups.setdefault(re.sub(r"\d+", "#", p.name), []).append(p)
+        if not groups:
+            raise FileNotFoundError(f"no image in {media}")
+        frames = max(groups.values(), key=len)   # the RGB frames outnumber each flow direction
+        return F.read_image_reduced(frames[len(frames) // 2], THUMB)
     if rec.get("kind") == "image":
         return F.read_image_reduced(media, THUMB)
     from omnisource.data.decode import open_video

@@ -66,3 +66,23 @@ def test_report_page_files_and_thumbnails(tmp_path: Path):
 def test_report_without_scorable_samples(tmp_path: Path):
     index = write_eval_report(tmp_path / "r", np.zeros((2, 3)), [[0, 1], None])
     assert "no single-label samples" in index.read_text()
+
+
+def test_thumbnail_of_a_rawframe_folder_is_its_middle_rgb_frame(tmp_path: Path):
+    # mmaction2 rawframe folders hold img_*.jpg and, for two-stream models, flow x_* / y_* too
+    from PIL import Image
+
+    from omnisource.utils.html_report import Writer
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in range(1, 7):
+        Image.fromarray(np.full((48, 64, 3), 30 * i, np.uint8)).save(folder / f"img_{i:05d}.jpg")
+    for i in range(1, 4):
+        for d in "xy":
+            Image.fromarray(np.full((48, 64), 250, np.uint8)).save(folder / f"{d}_{i:05d}.jpg")
+    w = Writer(tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    name = w.thumb(folder, {"kind": "video"})
+    px = np.asarray(Image.open(tmp_path / "out" / name).convert("RGB")).astype(int)
+    assert abs(px.mean() - 120) < 6          # img_00004 (value 120), not a flow image (250)
