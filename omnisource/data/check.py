@@ -247,12 +247,13 @@ def _report(ann_file: Path, root: Path, fmt: str, backend: str, samples: list[Sa
 
 def class_counts_png(report: dict[str, Any]) -> bytes:
     """Samples per class of a :func:`check_annotations` report: listed and readable, sorted."""
-    from omnisource.web.filter import class_count_png
+    from omnisource.utils.html_report import class_bars_png
 
-    rows = [{"name": k, "before": v["total"], "after": v["total"] - v["failed"]}
-            for k, v in report["by_class"].items()]
-    return class_count_png(rows, f"samples per class: {Path(report['ann_file']).name}",
-                           legend=("listed", "readable"), xlabel="classes (sorted by number of samples)")
+    srt = sorted(report["by_class"].items(), key=lambda kv: (-kv[1]["total"], kv[1]["failed"]))
+    return class_bars_png([k for k, _ in srt], ("listed", [v["total"] for _, v in srt]),
+                          ("readable", [v["total"] - v["failed"] for _, v in srt]),
+                          title=f"samples per class: {Path(report['ann_file']).name}",
+                          xlabel="classes (sorted by number of samples)")
 
 
 def format_summary(report: dict[str, Any], max_failures: int = 20) -> str:

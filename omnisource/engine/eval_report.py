@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from omnisource.utils.html_report import Writer, table
+from omnisource.utils.html_report import Writer, class_bars_png, table
 from omnisource.utils.io import atomic_write_text
 
 __all__ = ["per_class_stats", "confused_pairs", "write_eval_report"]
@@ -72,30 +72,11 @@ def confused_pairs(probs: np.ndarray, labels: np.ndarray, limit: int = 30) -> li
 
 
 def _accuracy_png(w: Writer, rows: list[dict[str, Any]], names: Sequence[str] | None, mean: float) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     srt = sorted(rows, key=lambda r: -r["top1"])
-    n = len(srt)
-    fig, ax = plt.subplots(figsize=(min(24, 4 + 0.06 * n + (0.25 * n if n < 40 else 0)), 4), dpi=100)
-    xs = np.arange(n)
-    ax.bar(xs, [r["top5"] for r in srt], width=1.0 if n > 60 else 0.8, color="#9ecae1", label="top-5")
-    ax.bar(xs, [r["top1"] for r in srt], width=1.0 if n > 60 else 0.8, color="#08519c", label="top-1")
-    ax.axhline(mean, color="k", ls="--", lw=1, label=f"mean over these classes {mean:.3f}")
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("accuracy")
-    ax.set_xlabel("classes (sorted by top-1 accuracy)")
-    if n <= 40:
-        ax.set_xticks(xs)
-        ax.set_xticklabels([_name(r["class"], names)[:28] for r in srt], rotation=60, ha="right", fontsize=7)
-    else:
-        ax.set_xticks([])
-    # above the axes: the sorted bars fill every corner of the plot
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
-    fig.tight_layout()
-    return w.png("per_class_accuracy.png", fig)
+    return w.png_bytes("per_class_accuracy.png", class_bars_png(
+        [_name(r["class"], names) for r in srt], ("top-5", [r["top5"] for r in srt]),
+        ("top-1", [r["top1"] for r in srt]), ylabel="accuracy", xlabel="classes (sorted by top-1 accuracy)",
+        hline=(f"mean over these classes {mean:.3f}", mean), ylim=(0, 1.02), legend_above=True))
 
 
 def _name(c: int | None, names: Sequence[str] | None) -> str:

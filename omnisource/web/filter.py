@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import functools
 import heapq
-import io
 import logging
 import math
 from collections import Counter
@@ -304,36 +303,15 @@ def write_class_counts(rows: list[dict[str, Any]], out_dir: str | Path, title: s
     return csv_path, png_path
 
 
-def class_count_png(rows: list[dict[str, Any]], title: str,
-                    legend: tuple[str, str] = ("before filtering", "after filtering"),
-                    xlabel: str = "classes (sorted by number of crawled samples)") -> bytes:
-    """Bars per class of ``before`` (light) and ``after`` (dark) counts, sorted by ``before``;
-    rows: ``name``, ``before``, ``after``. Also draws ``data check --plot`` (listed / readable)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def class_count_png(rows: list[dict[str, Any]], title: str) -> bytes:
+    """Per-class counts before (light) and after (dark) filtering, sorted by ``before``;
+    rows: ``name``, ``before``, ``after``."""
+    from omnisource.utils.html_report import class_bars_png
 
     srt = sorted(rows, key=lambda r: (-r["before"], -r["after"]))
-    n = max(1, len(srt))
-    fig, ax = plt.subplots(figsize=(min(24, 4 + 0.06 * n + (0.25 * n if n < 40 else 0)), 4), dpi=100)
-    xs = np.arange(len(srt))
-    ax.bar(xs, [r["before"] for r in srt], width=1.0 if n > 60 else 0.8, color="#9ecae1", label=legend[0])
-    ax.bar(xs, [r["after"] for r in srt], width=1.0 if n > 60 else 0.8, color="#08519c", label=legend[1])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("samples")
-    ax.set_title(title)
-    if n <= 40:
-        ax.set_xticks(xs)
-        ax.set_xticklabels([str(r["name"])[:28] for r in srt], rotation=60, ha="right", fontsize=7)
-    else:
-        ax.set_xticks([])
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return class_bars_png([r["name"] for r in srt], ("before filtering", [r["before"] for r in srt]),
+                          ("after filtering", [r["after"] for r in srt]), title=title,
+                          xlabel="classes (sorted by number of crawled samples)")
 
 
 def format_table(rows: list[dict[str, Any]], limit: int = 40) -> str:
