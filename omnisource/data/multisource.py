@@ -322,7 +322,7 @@ class SoftLabelDataset(Dataset):
 
 
 def _collate(items: list[dict]) -> dict:
-    """Stack ``inputs`` and ``label`` (int ids or float rows); keep ``index`` and ``path``.
+    """Stack ``inputs`` and ``label`` (int ids or float rows); keep ``index``, ``skipped`` and ``path``.
 
     Inside a worker process, ``label`` and ``index`` stay numpy arrays: a torch tensor crossing the
     process boundary costs a shared-memory segment and a file-descriptor hand-off each, numpy is
@@ -338,6 +338,8 @@ def _collate(items: list[dict]) -> dict:
         out["label"] = np.asarray([int(x) for x in labels], dtype=np.int64)
     if "index" in items[0]:
         out["index"] = np.asarray([int(it["index"]) for it in items], dtype=np.int64)
+    if "skipped" in items[0]:   # reads that failed before each item: the trainer counts them
+        out["skipped"] = np.asarray([int(it["skipped"]) for it in items], dtype=np.int64)
     if "path" in items[0]:
         out["path"] = [it["path"] for it in items]
     if in_worker and isinstance(out["label"], torch.Tensor) and out["label"].numel() <= 4096:

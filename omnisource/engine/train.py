@@ -514,14 +514,7 @@ def _replaced_reads(sources: dict[str, dict]) -> int:
     """Unreadable samples met while building this batch: each item counts the reads that failed
     before it (``skipped``, set by the dataset) -- the only count that holds with DataLoader
     workers, whose datasets' own counters the main process never sees."""
-    n = 0
-    for b in sources.values():
-        sk = b.get("skipped")
-        if isinstance(sk, torch.Tensor):
-            n += int(sk.sum())
-        elif isinstance(sk, (list, tuple)):
-            n += int(sum(sk))
-    return n
+    return sum(int(b["skipped"].sum()) for b in sources.values() if isinstance(b.get("skipped"), torch.Tensor))
 
 
 def _forward_backward(net: nn.Module, sources: dict[str, dict], tcfg: Config, dev: torch.device,

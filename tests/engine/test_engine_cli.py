@@ -258,3 +258,23 @@ def test_train_counts_unreadable_samples_across_workers(tiny_project, tmp_path, 
     done = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines()][-1]
     assert done["mode"] == "done" and done["unreadable"] == 4          # 2 files x 2 epochs
     assert "WARNING: 4 reads of unreadable train samples were replaced" in err
+
+
+def test_joint_training_counts_unreadable_samples_of_a_source(tiny_project, tmp_path, capsys):
+    # the multi-source loader collates its own batches: the items' failed-read counts must reach
+    # the trainer through it too (they were dropped, so joint training always reported none)
+    root, cfg, ann = tiny_project
+    vids = root / "videos"
+    (vids / "broken_web.mp4").write_text("not a video")
+    web = tmp_path / "web.txt"
+    web.write_text(ann.read_text() + "broken_web.mp4 0\n")
+    over = "{scale: 32, crop_size: 24}"
+    sources = (f"sources=[{{name: kinetics, ann_file: '{ann}', data_root: '{vids}', preset: tsn_1x1x3_train, "
+               f"overrides: {over}}}, {{name: web, ann_file: '{web}', data_root: '{vids}', "
+               f"preset: tsn_1x1x3_train, overrides: {over}, batch_size: 7}}]")
+    work = tmp_path / "work"
+    assert main(["train", str(cfg), "--work-dir", str(work), "--set", sources, "data.num_workers=2",
+                 "schedule.epochs=1"]) == 0
+    done = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines()][-1]
+    assert done["mode"] == "done" and done.get("unreadable", 0) >= 1
+    assert "unreadable train sample" in capsys.readouterr().err
