@@ -150,7 +150,8 @@ class Writer:
 
 
 def _thumb_array(media: Path, rec: dict[str, Any]) -> np.ndarray:
-    from omnisource.web import features as F
+    from omnisource.data.decode.base import segment_frame_range
+    from omnisource.data.decode.images import read_image_reduced
 
     if media.is_dir():  # a rawframe folder (mmaction2 RawframeDataset): its middle image
         from omnisource.data.annotations import IMAGE_EXTS
@@ -162,9 +163,9 @@ def _thumb_array(media: Path, rec: dict[str, Any]) -> np.ndarray:
         if not groups:
             raise FileNotFoundError(f"no image in {media}")
         frames = max(groups.values(), key=len)   # the RGB frames outnumber each flow direction
-        return F.read_image_reduced(frames[len(frames) // 2], THUMB)
+        return read_image_reduced(frames[len(frames) // 2], THUMB)
     if rec.get("kind") == "image":
-        return F.read_image_reduced(media, THUMB)
+        return read_image_reduced(media, THUMB)
     from omnisource.data.decode import open_video
 
     with open_video(str(media)) as r:
@@ -173,6 +174,6 @@ def _thumb_array(media: Path, rec: dict[str, Any]) -> np.ndarray:
         elif rec.get("frame_inds"):
             idx = int(rec["frame_inds"][0])
         else:
-            lo, hi = F.segment_frame_range(r, rec.get("segment"))
+            lo, hi = segment_frame_range(r, rec.get("segment"))
             idx = (lo + hi) // 2
         return r.get_frames([idx])[0]

@@ -1,7 +1,8 @@
 """Shared plumbing of the model-driven web stages (dedup, filter, untrimmed).
 
 * where a record's media lives (:func:`resolve_media`) and which frames of it to read
-  (:func:`load_record_frames`), with reduced-size JPEG decoding for images;
+  (:func:`load_record_frames`; reduced-size JPEG decoding and time segments -> frames live in
+  the data layer, :mod:`omnisource.data.decode`, which the report thumbnails share);
 * the uint8 -> model-input preprocessing for single frames (:func:`center_crop`,
   :func:`random_crops`, :func:`to_input`);
 * :class:`OrderedPool`: persistent decoding workers with a bounded look-ahead, so that
@@ -30,6 +31,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from omnisource.data.decode.base import segment_frame_range
+from omnisource.data.decode.images import read_image_reduced
 from omnisource.errors import DataError, InputError
 
 log = logging.getLogger("omnisource.web.features")
@@ -82,78 +85,10 @@ def uniform_indices(num_frames: int, k: int, start: int = 0) -> list[int]:
 # --------------------------------------------------------------------------------------------
 # decoding
 # --------------------------------------------------------------------------------------------
-def read_image_reduced(path: str | Path, min_side: int | None = None) -> np.ndarray:
-    """RGB uint8 image; JPEGs decoded at a reduced DCT scale whose short side is >= ``min_side``.
-
-    A web photo is often 2000-4000 px wide while the teacher needs a 256 px short side; letting
-    libjpeg decode at 1/2, 1/4 or 1/8 scale (Pillow ``draft``) cuts decoding time several-fold
-    and never produces fewer pixels than asked for, so the following resize is unchanged in
-    kind. Uses :func:`omnisource.data.decode.read_image` (EXIF orientation, CMYK/greyscale,
-    corrupt-file errors) and passes the size hint on.
-    """
-    from omnisource.data.decode import read_image
-
-    if min_side is None:
-        return read_image(path)
-    fast = _read_jpeg_draft(path, int(min_side))
-    if fast is not None:
-        return fast
-    # not a JPEG, or something unusual about it: the shared reader (its errors name the reason)
-    return read_image(path)
-
-
-def _read_jpeg_draft(path: str | Path, min_side: int) -> np.ndarray | None:
-    """JPEG decoded by libjpeg at the smallest DCT scale (1/2, 1/4, 1/8) keeping the short side
-    >= ``min_side``, EXIF-oriented, RGB. None when the file is not a plain readable JPEG.
-
-    Measured on a 1600x1200 photo: 15 ms instead of 40 ms for a full decode; that is what keeps
-    decoding behind the teacher's forward pass.
-    """
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            if im.format != "JPEG":
-                return None
-            w, h = im.size
-            short = min(w, h)
-            if short <= 0:
-                return None
-            if short > min_side:
-                im.draft("RGB", (int(np.ceil(w * min_side / short)), int(np.ceil(h * min_side / short))))
-            im.load()
-            try:
-                im = ImageOps.exif_transpose(im) or im
-            except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels are fine
-                pass
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            return np.asarray(im)
-    except Exception:  # noqa: BLE001 - truncated / bomb / odd files: read_image reports them
-        return None
-
-
 def open_reader(path: Path, kind: str, backend: str = "pyav") -> Any:
     from omnisource.data.decode import open_video
 
     return open_video(str(path), backend="rawframes" if kind == "rawframes" else backend)
-
-
-def segment_frame_range(reader: Any, segment: Sequence[float] | None, num_frames: int | None = None
-                        ) -> tuple[int, int]:
-    """Absolute frame range ``[lo, hi)`` covered by ``segment`` seconds (the whole video if None)."""
-    n = len(reader) if num_frames is None else int(num_frames)
-    start = int(getattr(reader, "start_index", 0) or 0)
-    if n < 1:
-        raise DataError(str(getattr(reader, "path", "?")), "video has no frames")
-    if not segment:
-        return start, start + n
-    fps = float(getattr(reader.info, "fps", 0) or 0)
-    if fps <= 0:
-        raise DataError(str(getattr(reader, "path", "?")), "no frame rate: cannot map a time segment to frames")
-    lo = max(0, min(n - 1, int(round(float(segment[0]) * fps))))
-    hi = max(lo + 1, min(n, int(round(float(segment[1]) * fps))))
-    return start + lo, start + hi
 
 
 def read_sampled(reader: Any, pick: Callable[[int, int], list[int]], segment: Sequence[float] | None = None

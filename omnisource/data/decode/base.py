@@ -118,3 +118,20 @@ def stack_frames(frames: list[np.ndarray], path: str) -> np.ndarray:
         frames = [f if f.shape[:2] == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
                   for f in frames]
     return np.stack(frames)
+
+
+def segment_frame_range(reader: Any, segment: Sequence[float] | None, num_frames: int | None = None
+                        ) -> tuple[int, int]:
+    """Absolute frame range ``[lo, hi)`` covered by ``segment`` seconds (the whole video if None)."""
+    n = len(reader) if num_frames is None else int(num_frames)
+    start = int(getattr(reader, "start_index", 0) or 0)
+    if n < 1:
+        raise DataError(str(getattr(reader, "path", "?")), "video has no frames")
+    if not segment:
+        return start, start + n
+    fps = float(getattr(reader.info, "fps", 0) or 0)
+    if fps <= 0:
+        raise DataError(str(getattr(reader, "path", "?")), "no frame rate: cannot map a time segment to frames")
+    lo = max(0, min(n - 1, int(round(float(segment[0]) * fps))))
+    hi = max(lo + 1, min(n, int(round(float(segment[1]) * fps))))
+    return start + lo, start + hi
