@@ -10,7 +10,9 @@ presets ``tsn_1x1x3_train``, ``tsn_1x1x8_train`` and ``slowonly_4x16x1_train``:
 * decode only, the same frame indices on both sides, one thread, CPU per clip, and the share
   of it spent inside FFmpeg's decoder calls. An exact reader built on FFmpeg must decode the
   same reference-frame chains, so mmaction2's CPU per clip over that share is the ceiling of
-  any such reader on these videos (printed as "ceiling");
+  any such reader on these videos (printed as "ceiling"); ``--per-video N`` prints the same
+  video by video, with each file's I/P/B frame mix (an exact reader can skip only B-frames
+  nothing refers to, so a file of P-frames has a ceiling near 1.5x whatever the reader does);
 * end-to-end clips/s through ``omnisource.data.build_dataset`` + a DataLoader with 0, 1
   and 2 worker processes (steady state: timed from the end of the first round of batches,
   one per worker; by default at least 12 batches timed), reading the videos
@@ -515,6 +517,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="mmaction2 decoders to compare with in one process (default: decord pyav)")
     ap.add_argument("--mm-loader-backend", default="decord",
                     help="mmaction2 decoder for the DataLoader comparison ('none' to skip it)")
+    ap.add_argument("--per-video", type=int, default=0, metavar="CLIPS",
+                    help="also print a decode-only table video by video, CLIPS clips each (ours, "
+                         "mmaction2's decord with --compare-mmaction2, and the exact-reader ceiling "
+                         "per file, with the file's I/P/B frame mix)")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args(argv)
 
@@ -550,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
             ann.write_text("".join(f"{v.relative_to(root)} 0\n" for v in videos) * reps)
             for name in args.presets:
                 run_one_preset(name, args, videos, ann, root, mm, results, table)
+                if args.per_video > 0 and args.backend == "pyav":
+                    per_video_table(name, args, videos, mm, results)
     finally:
         if mm is not None:
             mm.close()
@@ -603,6 +611,69 @@ def decode_only_rounds(name: str, args, videos: list[Path], mm: MMAction2 | None
                  f"{m['cpu_ms'] / ours['decoder_ms']:.2f}x")
     print(line)
     return {**ours, "runs": ours_runs}
+
+
+def frame_mix(video: Path) -> str:
+    """Picture types of a whole sequential decode (``I 2, P 224, B 74``), for the per-video table:
+    how much an exact reader can skip depends on it (only B-frames nothing refers to)."""
+    import collections
+
+    import av
+
+    counts: collections.Counter = collections.Counter()
+    try:
+        with av.open(str(video)) as c:
+            for fr in c.decode(video=0):
+                # an int in PyAV >= 14 (FFmpeg's AVPictureType), an enum before
+                t = fr.pict_type
+                counts[{1: "I", 2: "P", 3: "B"}.get(int(t), "other") if isinstance(t, int)
+                       else str(getattr(t, "name", t))] += 1
+    except Exception as err:  # noqa: BLE001 - a benchmark column, not a reader
+        return f"? ({type(err).__name__})"
+    return ", ".join(f"{t} {counts[t]}" for t in ("I", "P", "B") if counts[t]) or "?"
+
+
+def per_video_table(name: str, args, videos: list[Path], mm: MMAction2 | None,
+                    results: dict) -> None:
+    """Decode only, one thread, the same frames on both sides, video by video (CPU per clip):
+    where the ratio comes from. The ceiling column is mmaction2's CPU over our decoder calls
+    alone, i.e. what an exact FFmpeg-based reader could reach on that file with no overhead at
+    all; the totals weight every video equally, as the mixed runs above do."""
+    root = Path(os.path.commonpath([str(v.parent) for v in videos]))
+    print(f"\n{name}: decode only, per video ({args.per_video} clips each, {args.rounds} round(s), "
+          f"ms CPU per clip; ceiling = mmaction2 / our decoder calls)")
+    print(f"  {'video':48s} {'codec':6s} {'frames: types':24s} {'ours':>6s} {'decoder':>8s} "
+          f"{'mm':>7s} {'x':>6s} {'ceiling':>8s}")
+    from omnisource.data.decode.pyav_reader import read_info
+
+    rows = []
+    for v in videos:
+        jobs = same_frame_jobs(name, [v], args.per_video, args.seed)
+        ours = median_of([measure_decode_only(jobs) for _ in range(args.rounds)])
+        m = None
+        if mm is not None:
+            got = [mm.ask(kind="decode", backend="decord", jobs=jobs) for _ in range(args.rounds)]
+            got = [g for g in got if g is not None]
+            m = median_of(got)["cpu_ms"] if got else None
+        codec = read_info(str(v)).codec
+        rel = str(v.relative_to(root))
+        rel = rel if len(rel) <= 48 else "..." + rel[-45:]
+        rows.append(dict(video=str(v), codec=codec, mix=frame_mix(v), cpu_ms=ours["cpu_ms"],
+                         decoder_ms=ours["decoder_ms"], mm_cpu_ms=m))
+        r = rows[-1]
+        x = f"{m / r['cpu_ms']:.2f}" if m else "-"
+        ceil = f"{m / r['decoder_ms']:.2f}" if m and r["decoder_ms"] > 0 else "-"
+        print(f"  {rel:48s} {codec:6s} {r['mix']:24s} {r['cpu_ms']:6.1f} {r['decoder_ms']:8.1f} "
+              f"{m if m is not None else float('nan'):7.1f} {x:>6s} {ceil:>8s}", flush=True)
+    ours_t = sum(r["cpu_ms"] for r in rows)
+    dec_t = sum(r["decoder_ms"] for r in rows)
+    line = f"  all {len(rows)} videos: ours {ours_t / len(rows):.1f} ms (decoder {dec_t / len(rows):.1f})"
+    if all(r["mm_cpu_ms"] for r in rows):
+        mm_t = sum(r["mm_cpu_ms"] for r in rows)
+        line += (f", mmaction2 {mm_t / len(rows):.1f} ms -> {mm_t / ours_t:.2f}x, "
+                 f"ceiling {mm_t / dec_t:.2f}x")
+    print(line)
+    results["ours"].setdefault(name, {})["per_video"] = rows
 
 
 def run_one_preset(name: str, args, videos: list[Path], ann: Path, root: Path,

@@ -47,6 +47,24 @@ def test_data_pipeline_benchmark_reports_its_split_and_decoder_share(tmp_path, c
     assert "decode only, same frames, one thread" in text and "in FFmpeg's decoder" in text
 
 
+def test_data_pipeline_per_video_table_names_each_files_frame_mix(tmp_path, capsys):
+    # --per-video: decode-only CPU per file (the decoder share measured by the same hooks) and
+    # the file's picture types, which bound what an exact reader can skip
+    bench = _load("data_pipeline")
+    videos = [_video(tmp_path / "a.mp4"), _video(tmp_path / "b.mp4", n=100)]
+    out = tmp_path / "numbers.json"
+    rc = bench.main(["--videos", *map(str, videos), "--presets", "tsn_1x1x3_train", "--clips", "2",
+                     "--rounds", "1", "--workers", "--per-video", "2", "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["ours"]["tsn_1x1x3_train"]["per_video"]
+    assert [Path(r["video"]).name for r in rows] == ["a.mp4", "b.mp4"]
+    for r in rows:
+        assert 0 < r["decoder_ms"] <= r["cpu_ms"] and r["mm_cpu_ms"] is None
+        assert r["codec"] == "h264" and r["mix"].startswith("I ") and "B " in r["mix"]
+    text = capsys.readouterr().out
+    assert "decode only, per video" in text and "all 2 videos" in text
+
+
 def test_data_pipeline_names_the_frames_each_loader_item_decodes(tmp_path, monkeypatch):
     # the mmaction2 side of the DataLoader comparison decodes the frames our dataset samples
     # for the same item (else 63-clip ratios swing on which frames each side drew): the
