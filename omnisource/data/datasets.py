@@ -10,7 +10,8 @@ Robustness (a long run must not die on one bad file):
 * A sample that cannot be read (missing, empty, corrupt, too few frames...) is *skipped*: the
   item of the next index in a seeded permutation is returned instead (``index`` and ``path``
   then name the sample actually returned; ``skipped`` says how many were passed over). Each
-  bad file is logged once per process with its reason, remembered so it is not decoded again,
+  bad file is logged once per run with its reason (DataLoader workers agree through marker
+  files, :meth:`ClipDataset._first_to_log`), remembered so it is not decoded again,
   and counted in :attr:`ClipDataset.skipped` (reason -> count; per process, so with
   DataLoader workers aggregate the items' ``skipped`` field instead). ``strict=True`` raises
   :class:`~omnisource.errors.DataError` naming the file and reason.
@@ -38,16 +39,21 @@ start and accepts a ``multiprocessing_context`` (``'forkserver'``/``'spawn'``) f
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
+import uuid
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from omnisource.data.annotations import (Sample, detect_format, load_annotations, read_label_map,
                                          resolve_path)
@@ -56,6 +62,17 @@ from omnisource.data.workers import worker_init_fn
 from omnisource.errors import ConfigError, DataError, InputError
 
 logger = logging.getLogger("omnisource.data.datasets")
+def _log_marks_dir(token: str) -> str:
+    return os.path.join(tempfile.gettempdir(), f"omnisource-logged-{token}")
+
+
+def _remove_log_marks(folder: str, owner_pid: int) -> None:
+    """Finaliser of a dataset: its workers' markers go with it (only in the process that made
+    the dataset; a forked worker's copy must not delete the folder under its siblings)."""
+    if os.getpid() == owner_pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 _failures_lock = threading.Lock()  # module-level: a dataset must stay picklable for spawned workers
 
 __all__ = [
@@ -196,6 +213,10 @@ class ClipDataset(Dataset):
         self.skipped: Counter[str] = Counter()
         self.skipped_files: dict[str, str] = {}
         self._bad: dict[int, str] = {}
+        # names this dataset's folder of "already logged" markers, shared by its DataLoader
+        # workers (a random name, nothing on disk until a worker logs a bad file)
+        self._log_token = uuid.uuid4().hex
+        weakref.finalize(self, _remove_log_marks, _log_marks_dir(self._log_token), os.getpid())
         self._frame_counts: dict[str, int] = {}
         self.frame_count_fixes: dict[str, tuple[int, int]] = {}  # path -> (count used first, real count)
         self._perm: np.ndarray | None = None
@@ -296,9 +317,30 @@ class ClipDataset(Dataset):
             log_it = str(path) not in self.skipped_files
             if log_it:
                 self.skipped_files[str(path)] = reason_text
-        if log_it:
+        if log_it and self._first_to_log(str(path)):
             logger.warning("skipping %s (%s; listed at %s): %s", path, key, s.where, reason_text)
         return self._bad[i]
+
+    def _first_to_log(self, path: str) -> bool:
+        """Whether this process is the first of the run to report ``path``.
+
+        Why: each DataLoader worker has its own copy of the dataset (and non-persistent workers
+        get a fresh one every epoch), so "once per process" meant one identical warning per
+        worker and epoch for the same file. Workers agree through an exclusively created marker
+        file per path in a folder named by the dataset's token; the main process (no workers)
+        needs none. Any filesystem trouble errs on the side of logging."""
+        if get_worker_info() is None:
+            return True
+        folder = _log_marks_dir(self._log_token)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            os.close(os.open(os.path.join(folder, hashlib.sha1(path.encode()).hexdigest()),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        except OSError:
+            return True
+        return True
 
     def get_item(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
         """The item of sample ``i`` (no replacement); raises on unreadable data."""

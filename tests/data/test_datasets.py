@@ -121,6 +121,38 @@ def test_mixed_list_skips_broken_files(mixed, caplog):
     assert sum("skipping" in r.getMessage() for r in caplog.records) == 4  # logged once per file
 
 
+def test_a_bad_file_is_logged_once_per_run_across_workers_and_epochs(mixed, capfd):
+    # every DataLoader worker has its own copy of the dataset, and non-persistent workers a
+    # fresh one each epoch: the warning for a bad file must still appear once, not once per
+    # worker and epoch (the workers' log lines go to their stderr, captured at the fd)
+    import gc
+    import logging
+    import sys
+
+    from omnisource.data.datasets import _log_marks_dir
+
+    root, lst, good = mixed
+    ds = build_dataset(lst, root, "tsn_1x1x3_val", **SMALL)
+    handler = logging.StreamHandler(sys.stderr)
+    log = logging.getLogger("omnisource.data.datasets")
+    log.addHandler(handler)
+    try:
+        loader = build_dataloader(ds, batch_size=2, num_workers=2, persistent_workers=False)
+        for _ in range(3):
+            paths = [p for batch in loader for p in batch["path"]]
+            assert set(paths) <= good and len(paths) == len(ds)
+    finally:
+        log.removeHandler(handler)
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if "skipping" in ln]
+    assert sorted(Path(ln.split()[1]).name for ln in lines) == [
+        "empty.mp4", "missing.mp4", "text.mp4", "truncated.mp4"]
+    folder = _log_marks_dir(ds._log_token)
+    assert len(os.listdir(folder)) == 4
+    del ds, loader
+    gc.collect()
+    assert not os.path.exists(folder)  # the markers go with the dataset
+
+
 def test_mixed_list_strict_names_file_and_reason(mixed):
     root, lst, good = mixed
     ds = build_dataset(lst, root, "tsn_1x1x3_val", strict=True, **SMALL)
