@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from omnisource.data.annotations import DuplicateEntryWarning
 from omnisource.utils.video_writer import write_video
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +88,8 @@ def test_data_pipeline_names_the_frames_each_loader_item_decodes(tmp_path, monke
     real = PyAVReader.get_frames
     monkeypatch.setattr(PyAVReader, "get_frames",
                         lambda self, idx: (decoded.append([int(i) for i in idx]), real(self, idx))[1])
-    ds = build_dataset(ann, tmp_path, "tsn_1x1x3_train")
+    with pytest.warns(DuplicateEntryWarning):  # the list repeats its videos on purpose
+        ds = build_dataset(ann, tmp_path, "tsn_1x1x3_train")
     ds.set_epoch(0)
     for batch in torch.utils.data.DataLoader(ds, batch_size=2, num_workers=0):
         if len(decoded) >= 6:
