@@ -62,6 +62,8 @@ from omnisource.data.workers import worker_init_fn
 from omnisource.errors import ConfigError, DataError, InputError
 
 logger = logging.getLogger("omnisource.data.datasets")
+
+
 def _log_marks_dir(token: str) -> str:
     return os.path.join(tempfile.gettempdir(), f"omnisource-logged-{token}")
 
