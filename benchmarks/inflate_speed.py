@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from omnisource.data.inflate import inflate_image
-from omnisource.web.motion import IDENTITY8, MotionModel, load_motion
+from omnisource.data.motion_model import IDENTITY8, MotionModel, load_motion
 
 
 def main() -> None:

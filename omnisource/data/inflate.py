@@ -15,9 +15,9 @@ input's size:
 ``perspective``
     the paper's method (Eq. 2): ``J_1 = I``, ``J_i = H_i(J_{i-1})`` with ``H_i ~ N(mu, Sigma)`` over
     the 8 free homography parameters, composed cumulatively. ``mu`` and ``Sigma`` come from
-    ``omnisource fit-motion`` (a :class:`~omnisource.web.motion.MotionStats` file), class-agnostic
+    ``omnisource fit-motion`` (a :class:`~omnisource.data.motion_model.MotionStats` file), class-agnostic
     by default (the paper's better variant) or per class when a label is passed. Homographies
-    live in the canonical frame of :mod:`omnisource.web.motion` (centred, long half side = 1) and
+    live in the canonical frame of :mod:`omnisource.data.motion_model` (centred, long half side = 1) and
     are mapped to the image's pixel grid, so a model fitted on 340x256 videos warps a 1800x1200
     photo by the same relative motion. Consecutive frames of the output are related exactly by
     the sampled ``H_i`` (re-estimating them recovers ``N(mu, Sigma)``; see the tests).
@@ -111,10 +111,10 @@ def perspective(img: np.ndarray, num_frames: int, rng: np.random.Generator, moti
                 max_corner_shift: float = 0.5) -> np.ndarray:
     """Frames ``J_i = (H_i o ... o H_2)(I)``, ``H_i ~ N(mu, Sigma)`` (paper Eq. 2).
 
-    ``motion``: a :class:`~omnisource.web.motion.MotionModel`, a ``MotionStats`` (its per-class
+    ``motion``: a :class:`~omnisource.data.motion_model.MotionModel`, a ``MotionStats`` (its per-class
     model for ``label`` when present, else the global one) or a path to ``motion.json``.
     """
-    from omnisource.web.motion import MotionModel, MotionStats, from_canonical
+    from omnisource.data.motion_model import MotionModel, MotionStats, from_canonical
 
     cv2 = _cv2()
     img = _check_image(img)
@@ -160,7 +160,7 @@ _MOTION_CACHE: dict[str, Any] = {}
 
 def _cached_motion(path: str) -> Any:
     """Motion files are loaded once per process (dataset workers call this per sample)."""
-    from omnisource.web.motion import load_motion
+    from omnisource.data.motion_model import load_motion
 
     m = _MOTION_CACHE.get(path)
     if m is None:

@@ -9,7 +9,8 @@ import pytest
 
 from omnisource.data.inflate import Inflater, build_inflater, inflate_image, make_inflater
 from omnisource.errors import ConfigError
-from omnisource.web.motion import IDENTITY8, Estimator, MotionModel, MotionStats, save_motion
+from omnisource.data.motion_model import IDENTITY8, MotionModel, MotionStats, save_motion
+from omnisource.web.motion import Estimator
 
 
 def textured(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
