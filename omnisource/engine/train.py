@@ -401,8 +401,9 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
                 break
             data_time = time.time() - t_data
             lr = scheduler.step(global_iter)
-            sources = {name: _to_device(b, dev) for name, b in _source_batches(batch).items()}
-            unreadable += _replaced_reads(sources)
+            host = _source_batches(batch)
+            unreadable += _replaced_reads(host)   # before the copy: on a GPU, reading it would sync
+            sources = {name: _to_device(b, dev) for name, b in host.items()}
             if mixer is not None:
                 mixer.rng = np.random.default_rng([tcfg.seed, info.rank, global_iter])
                 if len(sources) > 1:
