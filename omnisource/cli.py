@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 from typing import Sequence
 
@@ -75,6 +76,33 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C, so both unwind the same way: atomic
+    writers drop their temporary files, stage journals stay consistent, one message is printed."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+# what to run to continue after an interruption, per command (others: "run it again")
+RESUME_HINTS = {
+    "train": "run the same command with --resume auto to continue from the last checkpoint",
+    "run": "run the same command again: finished stages are reused, the interrupted one resumes",
+    "ingest": "run the same command again: it resumes where it stopped",
+    "dedup": "run the same command again: it resumes where it stopped",
+    "filter": "run the same command again: it resumes where it stopped",
+    "untrimmed": "run the same command again: it resumes where it stopped",
+}
+
+
+def _install_sigterm() -> None:
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError):   # not the main thread (embedded use): leave it alone
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     first = next((a for a in argv if not a.startswith("-")), None)
@@ -88,14 +116,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if module is None:
         parser.print_help()
         return 2
+    _install_sigterm()
     try:
         return int(module.run(args) or 0)
     except OmniSourceError as err:
         print(f"omnisource {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        term = isinstance(err, Terminated)
+        hint = RESUME_HINTS.get(args.command, "run the same command again")
+        print(f"omnisource {args.command}: interrupted ({'SIGTERM' if term else 'SIGINT'}); {hint}",
+              file=sys.stderr, flush=True)
+        return 143 if term else 130
+    finally:
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
 
 
 if __name__ == "__main__":  # pragma: no cover

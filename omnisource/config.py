@@ -99,7 +99,7 @@ DEFAULTS: dict[str, Any] = {
         },
         "label_smoothing": 0.0,  # cross-entropy label smoothing
         "nonfinite": "stop",    # stop | skip: what to do with a NaN/Inf loss
-        "val_interval": 1,      # validate every N epochs (with --validate or when data.val is set)
+        "val_interval": 1,      # validate every N epochs (when validation is on: see `validate`)
         "save_interval": 1,     # keep a numbered epoch_N.pth every N epochs (latest.pth: every epoch)
         "save_every_iters": 200,  # also refresh latest.pth every N iterations (kill -9 loses little)
         "max_keep_ckpts": 3,    # numbered epoch checkpoints kept (latest/best always kept)
@@ -109,7 +109,7 @@ DEFAULTS: dict[str, Any] = {
         "tensorboard": True,    # also write TensorBoard events when tensorboard is installed
         "plot_curves": True,    # curves.png (losses, validation, lr) in the work dir when a run ends
         "max_iters_per_epoch": None,  # cap iterations per epoch (debugging / smoke tests)
-        "validate": False,      # same as --validate
+        "validate": None,       # None: validate when data.val.ann_file is set; true: --validate; false: --no-validate
     },
     "test": {
         "average_clips": "prob",  # score | prob | none (mmaction2 BaseHead.average_clip)
@@ -145,7 +145,7 @@ NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
     "model.name": (str,), "model.num_classes": (int,), "model.pretrained": (str,),
     "data.label_map": (str,), "data.val_batch_size": (int,), "data.index_store": (str,),
     "optim.grad_clip": (int, float), "optim.reference_batch_size": (int,),
-    "train.max_iters_per_epoch": (int,), "test.num_clips": (int,), "test.crops": (int,),
+    "train.max_iters_per_epoch": (int,), "train.validate": (bool,), "test.num_clips": (int,), "test.crops": (int,),
     "dist.backend": (str,), "work_dir": (str,),
     **{f"data.{s}.{k}": (str,) for s in ("train", "val", "test")
        for k in ("ann_file", "data_root", "preset", "format")},

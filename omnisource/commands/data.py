@@ -1,14 +1,17 @@
 """Dataset utilities.
 
-  omnisource data check LIST --root DIR [--backend pyav] [--format F] [--workers N]
+  omnisource data check LIST --root DIR [--backend pyav] [--format F] [--workers N] [--quick]
                          [--preset NAME] [--label-map FILE] [--strict] [--out report.json]
   omnisource data index-store SQLITE [--prune] [--no-vacuum]
 
-``check`` decodes every sample of an annotation list (the frames the sampler would ask for:
-first/middle/last frame by default, or a preset's test sampler with ``--preset``) and prints a
-summary: readable / unreadable counts, counts per reason and per class, and each unreadable
-file with its list line and reason. Videos whose container over-declares its frame count are
-reported separately: training handles them by re-sampling.
+``check`` reads every sample of an annotation list as training would (the frames the sampler
+asks for: first/middle/last frame by default, or a preset's test sampler with ``--preset``),
+then decodes every frame of every video (in parallel over --workers, with a progress bar), and
+prints a summary: readable / unreadable counts, counts per reason and per class, and each
+unreadable file with its list line and reason -- a video with damaged packets is ``damaged``
+(with the count), a still image listed as a video is named as such. ``--quick`` skips the
+every-frame pass. Videos whose container over-declares its frame count are reported
+separately: training handles them by re-sampling.
 
 ``index-store`` describes a demux-index store (``omnisource.data.decode.index_store``): entries,
 size on disk, and stale entries -- files deleted or changed since they were indexed, which no
@@ -47,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--filename-tmpl", default="img_{:05}.jpg", help="rawframe file name template")
     p.add_argument("--start-index", type=int, default=1, help="first rawframe number")
     p.add_argument("--clipname-tmpl", default="part_{}.mp4", help="clip names of untrimmed video folders")
+    p.add_argument("--quick", action="store_true",
+                   help="decode only the first / middle / last frame (or --preset's) of each video, not every frame")
     p.add_argument("--limit", type=int, default=None, help="check only the first N samples")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when any sample is unreadable")
     p.add_argument("--out", default=None, help="write the full report as JSON (atomically)")
@@ -87,7 +92,7 @@ def _check(args: argparse.Namespace) -> int:
                                preset=args.preset, label_map=args.label_map, num_classes=args.num_classes,
                                with_offset=args.with_offset, filename_tmpl=args.filename_tmpl,
                                start_index=args.start_index, clipname_tmpl=args.clipname_tmpl, limit=args.limit,
-                               progress=args.progress, index_store=args.index_store)
+                               progress=args.progress, index_store=args.index_store, quick=args.quick)
     print(format_summary(report), flush=True)
     if args.out:
         atomic_write_json(args.out, report)

@@ -62,8 +62,14 @@ def run(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         print(msg, flush=True)
 
-    results = run_pipeline(args.work_dir, args.data, args.config, tuple(sets), ablations=args.ablations or None,
-                           world_spec=world_spec, say=say, progress=args.progress)
+    from omnisource.pipeline.run import StageCrashed
+
+    try:
+        results = run_pipeline(args.work_dir, args.data, args.config, tuple(sets), ablations=args.ablations or None,
+                               world_spec=world_spec, say=say, progress=args.progress)
+    except StageCrashed as err:   # one line; the traceback is in the stage folder
+        print(f"omnisource run: error: {err}", file=sys.stderr)
+        return 1
     print()
     print(format_table(results))
     if args.ablations:

@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic kernels: a resumed run equals an uninterrupted one")
-    p.add_argument("--validate", action="store_true", help="validate every train.val_interval epochs")
+    p.add_argument("--validate", default=None, action=argparse.BooleanOptionalAction,
+                   help="validate every train.val_interval epochs (default: when data.val.ann_file is set)")
     p.add_argument("--device", help="cpu | cuda (default: cuda when available)")
     add_set_argument(p, example="optim.lr=0.1")
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from omnisource.engine.distributed import cleanup, get_rank
 
     try:
-        summary = train(cfg, work_dir, resume=args.resume, validate=True if args.validate else None,
+        summary = train(cfg, work_dir, resume=args.resume, validate=args.validate,
                         device=args.device)
         rank = get_rank()
     finally:

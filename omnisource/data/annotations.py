@@ -50,6 +50,7 @@ seconds, ``clips`` the indices of the chosen clips for ``kind: untrimmed`` recor
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import logging
 import math
@@ -196,6 +197,56 @@ def resolve_path(data_root: str | Path, rel: str, file: str | Path | None = None
     Symlinks inside the root are followed as-is: data roots are commonly links to storage.
     """
     return Path(data_root) / posixpath.normpath(normalise_rel_path(rel, file, line))
+
+
+# --------------------------------------------------------------------------------------------
+# web lists (omnisource run --data DIR: DIR/web/{images,videos,untrimmed}/list.txt)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class WebRow:
+    """One ``path query_label`` row of a web list, the query label resolved to a class."""
+
+    path: str          # relative to the list's folder, '/'-separated
+    label: int         # the class index the query label names
+    line: int          # 1-based line in the list
+
+
+def read_web_list(path: str | Path, class_names: Sequence[str]) -> list[WebRow]:
+    """Rows of a web list: ``path query_label`` where the query label is a class index or a
+    class name (tab-separated, or separated by the last run of spaces so paths may hold spaces).
+
+    Why one parser: the check, ingest and training stages of ``omnisource run`` read the same
+    lists, and the check stage used to reject names the others accepted. Errors name file:line:
+    a missing label, an index outside the label map, a name that is no class."""
+    path = Path(path)
+    names = list(class_names)
+    by_name: dict[str, int] = {}
+    for i, n in enumerate(names):
+        by_name.setdefault(n, i)
+        by_name.setdefault(n.strip().lower(), i)
+    rows: list[WebRow] = []
+    with open(path, encoding="utf-8") as fh:
+        for ln, line in enumerate(fh, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split("\t") if "\t" in line else line.rsplit(None, 1)
+            if len(parts) != 2 or not parts[1].strip():
+                raise InputError("expected 'path query_label' (a class index or name after the path)", path, ln)
+            rel, q = parts[0].strip(), parts[1].strip()
+            rel = normalise_rel_path(rel, path, ln)
+            if q.lstrip("-").isdigit():
+                k = int(q)
+                if not 0 <= k < len(names):
+                    raise InputError(f"query label {k} outside the label map (0..{len(names) - 1})", path, ln)
+            else:
+                k = by_name.get(q, by_name.get(q.lower(), -1))
+                if k < 0:
+                    near = difflib.get_close_matches(q, names, n=1)
+                    hint = f" (did you mean {near[0]!r}?)" if near else ""
+                    raise InputError(f"query label {q!r} is not a class of the label map{hint}", path, ln)
+            rows.append(WebRow(rel, k, ln))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------

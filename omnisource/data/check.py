@@ -3,9 +3,15 @@
 Why through the dataset classes: the check must see exactly what training will see (same path
 resolution, same frame-count repair, same rawframe offsets), so each sample goes through
 :meth:`ClipDataset.get_item` with a *decode-only* preset: the frames the sampler asks for are
-decoded, no augmentation is run. The default sampler asks for the first, middle and last
-frame: the last one is where over-declared frame counts (HMDB51 AVIs) and truncated files show.
-With ``preset=`` the preset's own (test-mode) sampler is used instead.
+decoded, no augmentation is run. That sampler asks for the first, middle and last frame: the
+last one is where over-declared frame counts (HMDB51 AVIs) and truncated files show. With
+``preset=`` the preset's own (test-mode) sampler is used instead.
+
+Then, unless ``quick``, every frame of every video is decoded (no colour conversion), because
+a check is a check: three frames passed decord's ``corrupted.mp4`` (one damaged packet) as
+readable. Damaged packets are counted per file; a file with any is reported ``damaged``
+(training would replace those frames by their neighbours). A still image listed in a video
+list (a PNG renamed ``.mp4``) is named as such (:func:`omnisource.data.decode.sniff.media_kind`).
 
 Untrimmed rows are expanded: every positive clip (every clip with ``sampling_strategy
 ='random'``) is checked, since training may pick any of them.
@@ -60,17 +66,18 @@ class DecodeOnly:
 
 
 _DS: ClipDataset | None = None
+_QUICK = False      # only the sampled frames (check_annotations(quick=True)); set with _DS
 
 
-def _init_worker(ds: ClipDataset, pool_process: bool = True) -> None:
+def _init_worker(ds: ClipDataset, pool_process: bool = True, quick: bool = False) -> None:
     """Hand the dataset to :func:`_check_one`; in a pool process also one torch thread.
 
     Never in the calling process (``workers=0``): the thread count would stay at 1 for the
     rest of the process, and ``omnisource run`` trains in the same process after its check
     stage (it did: every fresh run trained single-threaded, and numerically differed from a
     resumed run)."""
-    global _DS
-    _DS = ds
+    global _DS, _QUICK
+    _DS, _QUICK = ds, quick
     if not pool_process:
         return
     try:
@@ -79,6 +86,23 @@ def _init_worker(ds: ClipDataset, pool_process: bool = True) -> None:
         torch.set_num_threads(1)
     except Exception:  # pragma: no cover
         pass
+
+
+def _video_sample(ds: ClipDataset, s: Sample) -> bool:
+    return isinstance(ds, VideoDataset) or (isinstance(ds, ManifestDataset) and s.kind == "video")
+
+
+def _still_image(path: Path) -> str | None:
+    """'a still image (png), not a video' when the file's bytes are a picture's, else None."""
+    from omnisource.data.decode.sniff import media_kind
+
+    try:
+        mk = media_kind(path) if path.is_file() else None
+    except OSError:
+        return None
+    if mk is not None and mk.kind == "image":
+        return f"a still image ({mk.format}), not a video"
+    return None
 
 
 def _check_one(i: int) -> dict[str, Any]:
@@ -90,6 +114,12 @@ def _check_one(i: int) -> dict[str, Any]:
     except InputError:
         path = ds.data_root / s.path
     out: dict[str, Any] = {"index": i}
+    video = _video_sample(ds, s)
+    if video:
+        still = _still_image(path)
+        if still:
+            out.update(ok=False, category="not a video", reason=still)
+            return out
     try:
         item = ds.get_item(i, ds.rng_for(i))
     except _DATA_ERRORS as err:
@@ -97,6 +127,20 @@ def _check_one(i: int) -> dict[str, Any]:
         out.update(ok=False, category=classify_failure(path, err), reason=reason)
         return out
     out.update(ok=True, shape=list(item["inputs"]))
+    if video and not _QUICK:
+        from omnisource.data.decode.probe import _full_decode_count
+
+        try:
+            got, errors = _full_decode_count(str(path))
+        except Exception as err:  # noqa: BLE001 - a check reports whatever the file does
+            got, errors = 0, 1
+            out["decode_error"] = f"{type(err).__name__}: {err}"
+        out["frames_decoded"] = got
+        if errors or got == 0:
+            out.update(ok=False, category="damaged", damaged_packets=errors,
+                       reason=(f"{errors} damaged packet(s); {got} frame(s) decodable"
+                               if got else "no frame could be decoded"))
+            return out
     slow = _sequential_access(path)
     if slow:
         out["sequential"] = slow
@@ -137,8 +181,13 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
                       filename_tmpl: str = "img_{:05}.jpg", start_index: int = 1,
                       clipname_tmpl: str = "part_{}.mp4", sampling_strategy: str = "positive",
                       limit: int | None = None, progress: bool | None = None,
-                      index_store: str | Path | None = None) -> dict[str, Any]:
+                      index_store: str | Path | None = None, quick: bool = False,
+                      samples: list[Sample] | None = None) -> dict[str, Any]:
     """Decode every sample of ``ann_file`` and return a JSON-able report (see ``omnisource data check``).
+
+    ``quick``: only the sampled frames (first / middle / last, or the preset's), not every
+    frame of every video. ``samples``: rows already parsed from ``ann_file`` (a web list read by
+    :func:`omnisource.data.annotations.read_web_list`), checked as ``format`` (default video).
 
     ``index_store``: keep every video's demux index in this file as it is read, so training
     with the same store never demuxes a file again (see ``omnisource.data.decode.index_store``).
@@ -147,12 +196,16 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
     ann_file, root = Path(ann_file), Path(root)
     if not root.is_dir():
         raise InputError("data root is not a folder", root)
-    fmt = format or detect_format(ann_file, root)
     names = read_label_map(label_map) if isinstance(label_map, (str, Path)) else label_map
-    with warnings.catch_warnings(record=True) as caught:  # reported in the summary, not as tracebacks
-        warnings.simplefilter("always", DuplicateEntryWarning)
-        samples = load_annotations(ann_file, format=fmt, label_map=names, num_classes=num_classes,
-                                   with_offset=with_offset, data_root=root)
+    if samples is not None:
+        fmt = format or "video"
+        caught: list = []
+    else:
+        fmt = format or detect_format(ann_file, root)
+        with warnings.catch_warnings(record=True) as caught:  # reported in the summary, not as tracebacks
+            warnings.simplefilter("always", DuplicateEntryWarning)
+            samples = load_annotations(ann_file, format=fmt, label_map=names, num_classes=num_classes,
+                                       with_offset=with_offset, data_root=root)
     notes = [str(w.message) for w in caught if issubclass(w.category, DuplicateEntryWarning)]
     for w in caught:
         if not issubclass(w.category, DuplicateEntryWarning):
@@ -192,12 +245,12 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
         if workers > 0 and len(ds) > 1:
             gc.collect()  # no leftover decoder objects may be finalised in forked workers
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(ds,)) as pool:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(ds, True, bool(quick))) as pool:
                 for r in pool.imap_unordered(_check_one, range(len(ds)), chunksize=max(1, min(8, len(ds) // (workers * 4)))):
                     results.append(r)
                     bar.update(1)
         else:
-            _init_worker(ds, pool_process=False)
+            _init_worker(ds, pool_process=False, quick=bool(quick))
             for i in range(len(ds)):
                 results.append(_check_one(i))
                 bar.update(1)
@@ -206,8 +259,11 @@ def check_annotations(ann_file: str | Path, root: str | Path, *, backend: str = 
     results.sort(key=lambda r: r["index"])
     # the reader that really opened the files: --backend only picks the video decoder
     reader = {"rawframes": "rawframes", "image": "image", "manifest": f"{backend} + image"}.get(fmt, backend)
+    sampler = preset or "first/middle/last frame"
+    if not quick and fmt in ("video", "untrimmed", "untrimmed_json", "manifest"):
+        sampler += ", then every frame of every video"
     report = _report(ann_file, root, fmt, reader, samples, results, names, time.perf_counter() - t0,
-                     sampler=preset or "first/middle/last frame", workers=workers)
+                     sampler=sampler, workers=workers)
     report["warnings"] = notes
     return report
 
@@ -232,6 +288,9 @@ def _report(ann_file: Path, root: Path, fmt: str, backend: str, samples: list[Sa
             by_reason[r["category"]] += 1
             failures.append({"path": s.path, "file": s.file, "line": s.line, "category": r["category"],
                              "reason": r["reason"]})
+            if r.get("damaged_packets"):
+                failures[-1]["damaged_packets"] = r["damaged_packets"]
+                failures[-1]["frames_decoded"] = r.get("frames_decoded")
         elif "frame_count_fix" in r:
             fixes.append({"path": s.path, "declared": r["frame_count_fix"][0], "actual": r["frame_count_fix"][1]})
     n_fail = len(failures)

@@ -85,6 +85,27 @@ def model_num_classes(model: nn.Module, cfg: Config | None = None) -> int:
     return last[-1].out_features
 
 
+def check_label_map(cfg: Config, num_classes: int, warn: bool = True) -> None:
+    """The model's classes against ``data.label_map``, before any batch is drawn.
+
+    Fewer classes than names cannot train (cross-entropy fails at the first batch that holds a
+    high label, with an IndexError from deep in torch): a ConfigError naming both numbers. More
+    classes train, but ``predict`` later refuses the label map: a warning."""
+    lm = cfg.data.label_map
+    if not lm:
+        return
+    from omnisource.data.annotations import read_label_map
+
+    names = read_label_map(lm)
+    if num_classes < len(names):
+        raise ConfigError(f"model.num_classes is {num_classes} but the label map {lm} has {len(names)} "
+                          f"classes: set model.num_classes: {len(names)}", file=cfg.get("_source"))
+    if num_classes > len(names) and warn:
+        log.warning("model.num_classes is %d but the label map %s has %d classes: the extra %d "
+                    "output(s) are never trained, and predict will refuse this label map",
+                    num_classes, lm, len(names), num_classes - len(names))
+
+
 def use_channels_last(model: nn.Module, layout: str, device: torch.device | str | None = None) -> bool:
     """``train.channels_last: auto``: NHWC for 2D networks of real width, NDHWC for 3D ones
     on a CPU with AVX-512.
@@ -232,8 +253,25 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
     ``model`` / ``train_data`` (a Dataset or a loader following the protocol in
     :mod:`omnisource.engine.loaders`) / ``val_data`` (a Dataset) may be given directly, which is
     how tests and the OmniSource pipeline inject their own; otherwise they are built from ``cfg``.
+    ``validate``: None follows ``train.validate`` (whose None means: when ``data.val`` is set).
+
+    The work dir is locked for the run (rank 0 holds ``WORK/.lock``): a second ``train`` into
+    it stops at once with a ConfigError naming the holder, instead of both writing checkpoints.
     """
-    work_dir = Path(work_dir)
+    from omnisource.utils.lock import WorkDirLock
+
+    # one lock per run, rank 0's (ranks share the work dir); torchrun's RANK is known before
+    # the process group is up
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        return _train(cfg, Path(work_dir), resume=resume, validate=validate, model=model,
+                      train_data=train_data, val_data=val_data, device=device)
+    with WorkDirLock(work_dir, what="omnisource train"):
+        return _train(cfg, Path(work_dir), resume=resume, validate=validate, model=model,
+                      train_data=train_data, val_data=val_data, device=device)
+
+
+def _train(cfg: Config, work_dir: Path, *, resume: str | None, validate: bool | None,
+           model: nn.Module | None, train_data: Any, val_data: Any, device: str | None) -> dict:
     info = init_distributed(cfg.dist.backend, device)
     dev = info.device
     derive(cfg, info.world_size)
@@ -256,6 +294,7 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
     if model is None:
         model = build_model(cfg)
     num_classes = model_num_classes(model, cfg)
+    check_label_map(cfg, num_classes, warn=info.is_main)
     if info.enabled and cfg.dist.sync_bn:
         if dev.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -288,6 +327,8 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
     else:
         loader = train_data
     do_val = tcfg.validate if validate is None else validate
+    if do_val is None:     # train.validate's default: validate when a val split is configured
+        do_val = bool(cfg.data.val.ann_file)
     val_loader = None
     if do_val:
         if val_data is None:
@@ -351,8 +392,9 @@ def train(cfg: Config, work_dir: str | Path, *, resume: str | None = None,
                             "so the resumed run will not repeat an uninterrupted one bit for bit",
                             resume_path, len(ckpt.get("rng_ranks") or [ckpt["rng"]]), info.world_size)
         if info.is_main:
-            log.info("resumed from %s at epoch %d iteration %d", resume_path, start_epoch, start_iter)
-            logger.write({"mode": "resume", "path": str(resume_path), "epoch": start_epoch,
+            # counted from 1 like every other line (the checkpoint stores the 0-based epoch)
+            log.info("resumed from %s at epoch %d, iteration %d", resume_path, start_epoch + 1, start_iter + 1)
+            logger.write({"mode": "resume", "path": str(resume_path), "epoch": start_epoch + 1,
                           "iter": start_iter, "global_iter": global_iter})
     elif info.world_size > 1:
         torch.manual_seed(tcfg.seed + info.rank)  # different dropout per rank

@@ -98,6 +98,9 @@ RUN_DEFAULTS: dict[str, Any] = {
         # network the calibrated threshold is far too low, so a fixed one is used.
         "threshold": 0.9,
     },
+    "check": {                    # the check stage (omnisource data check on every list)
+        "quick": False,           # True: sampled frames only, not every frame of every video
+    },
     "ablations": False,           # also per-source and unfiltered runs (Table 2)
     "unfiltered_run": True,       # train target + all web data without filtering (paper: -3%)
 }
@@ -175,6 +178,37 @@ def _into_open_section(cfg: dict, parts: list[str], value: Any) -> tuple[list[st
     return parts, value
 
 
+def _short(text: str, n: int = 80) -> str:
+    """At most ``n`` characters of a value echoed in an error (a 50 MB value stays out of it)."""
+    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(v), type(v).__name__)
+
+
+def _check_types(cfg: dict, defaults: dict, prefix: str) -> None:
+    """Each set value has its default's type (an integer stands for a number; None-defaulted
+    keys take anything), so ``--set train.epochs=abc`` is one line before any stage runs, not
+    three failed stages later."""
+    for key, dv in defaults.items():
+        dotted = f"{prefix}{key}"
+        if dotted in OPEN or key not in cfg or dv is None:
+            continue
+        v = cfg[key]
+        if isinstance(dv, dict):
+            if isinstance(v, dict):
+                _check_types(v, dv, dotted + ".")
+            continue
+        ok = (isinstance(v, bool) if isinstance(dv, bool)
+              else isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(dv, float)
+              else isinstance(v, int) and not isinstance(v, bool) if isinstance(dv, int)
+              else isinstance(v, type(dv)))
+        if not ok:
+            raise ConfigError(f"{dotted} must be {_type_name(dv)}, got {_short(repr(v))}")
+
+
 def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) -> RunSettings:
     """Defaults, then the YAML file, then ``key.sub=value`` overrides (values parsed as YAML)."""
     cfg = copy.deepcopy(RUN_DEFAULTS)
@@ -192,9 +226,13 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
         _merge(cfg, data, str(p))
     for item in sets:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {_short(item)!r}")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            why = getattr(err, "problem", None) or "not a YAML value"
+            raise ConfigError(f"--set {_short(item)}: {why}") from None
         parts = key.split(".")
         parts, value = _into_open_section(cfg, parts, value)
         node: dict = {}
@@ -204,6 +242,10 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
             cur = cur[part]
         cur[parts[-1]] = value
         _merge(cfg, node, "--set")
+    _check_types(cfg, RUN_DEFAULTS, "")
+    for key in ("epochs", "batch_size"):
+        if cfg["train"][key] < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {cfg['train'][key]}")
     if cfg["train"]["step_mode"] not in ("joint", "alternate"):
         raise ConfigError("train.step_mode must be 'joint' or 'alternate'")
     vt = cfg["filter"]["video_teachers"]

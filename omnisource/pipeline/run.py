@@ -22,9 +22,15 @@ and resumes through its own machinery: the web stages through their journals, tr
 then ``WORK/results.json`` (measured numbers, seeds, stage status) and the HTML report
 ``WORK/report/index.html``.
 
-The pipeline calls the Python APIs of the other modules (never subprocesses). A stage whose
-module is missing or broken in this build is reported as *unavailable* with the reason, and the
-stages that depend on it are skipped: the run still finishes and says precisely what ran.
+The pipeline calls the Python APIs of the other modules (never subprocesses). A stage that cannot
+run on this data by design (no list for a source, dedup disabled) raises
+:class:`StageUnavailable`: it is reported with the reason, the stages that depend on it are
+skipped, and the run goes on. Anything else stops the run: bad input (an
+:class:`~omnisource.errors.OmniSourceError`, e.g. a list line naming a class outside the label
+map) ends it with that one line (``file:line: message``, exit 2); an unexpected exception ends it
+with one line pointing at the traceback saved in the stage folder (``error.log``, exit 1). A run
+that could not do what it was asked never trains the student on what is left and never exits 0.
+Both write ``results.json`` with the stage statuses first, and a rerun resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -52,13 +58,31 @@ WEB_SOURCES = {  # source name -> list file under DATA/web/, kind
 
 
 class StageUnavailable(Exception):
-    """A stage cannot run in this build or on this data (missing input, missing module)."""
+    """A stage cannot run on this data by design (no list for a source, dedup disabled)."""
+
+
+class StageFailed(OmniSourceError):
+    """A stage stopped on bad input: ``str(err)`` is ``stage NAME: file:line: message``."""
+
+    def __init__(self, stage: str, err: OmniSourceError):
+        self.stage, self.cause = stage, err
+        super().__init__(f"stage {stage}: {err}")
+
+
+class StageCrashed(Exception):
+    """A stage raised an unexpected exception (a bug, or a fault the code does not name):
+    one line for the user, the traceback in ``log``."""
+
+    def __init__(self, stage: str, err: BaseException, log_file: Path):
+        self.stage, self.cause, self.log_file = stage, err, log_file
+        super().__init__(f"stage {stage} crashed: {type(err).__name__}: {str(err)[:300]} "
+                         f"(traceback in {log_file})")
 
 
 @dataclass
 class StageStatus:
     name: str
-    status: str              # done | cached | unavailable | failed | skipped
+    status: str              # done | cached | unavailable | failed | crashed | skipped
     seconds: float = 0.0
     reason: str | None = None
     result: dict[str, Any] = field(default_factory=dict)
@@ -133,25 +157,34 @@ class Pipeline:
             self.stages[name] = StageStatus(name, "unavailable", time.time() - t0, str(err))
             self.say(f"[{name}] unavailable: {err}")
             return None
-        except (ImportError, AttributeError, NotImplementedError) as err:
-            # a module of this build is missing or incomplete: report, keep going
-            reason = f"{type(err).__name__}: {err}"
-            log.debug("stage %s failed:\n%s", name, traceback.format_exc())
-            self.stages[name] = StageStatus(name, "unavailable", time.time() - t0, reason)
-            self.say(f"[{name}] unavailable in this build: {reason}")
-            return None
-        except (OmniSourceError, RuntimeError, ValueError, OSError, TypeError, KeyError) as err:
-            reason = f"{type(err).__name__}: {err}"
-            log.warning("stage %s failed:\n%s", name, traceback.format_exc())
-            self.stages[name] = StageStatus(name, "failed", time.time() - t0, reason)
-            self.say(f"[{name}] FAILED: {reason}")
-            return None
+        except OmniSourceError as err:   # bad input: the run stops with the user's one line
+            atomic_write_text(sdir / "error.log", traceback.format_exc())
+            self.stages[name] = StageStatus(name, "failed", time.time() - t0, str(err))
+            self._write_partial_results(t0)
+            raise StageFailed(name, err) from None
+        except Exception as err:        # unexpected: stop, keep the traceback for the report
+            log_file = sdir / "error.log"
+            atomic_write_text(log_file, traceback.format_exc())
+            self.stages[name] = StageStatus(name, "crashed", time.time() - t0,
+                                            f"{type(err).__name__}: {err}")
+            self._write_partial_results(t0)
+            raise StageCrashed(name, err, log_file) from err
         secs = round(time.time() - t0, 2)
         atomic_write_json(marker, {"stage": name, "ident": key, "seconds": secs,
                                    "result": self._portable(result)})
         self.stages[name] = StageStatus(name, "done", secs, result=result)
         self.say(f"[{name}] done in {secs:.1f} s")
         return result
+
+    def _write_partial_results(self, t0: float) -> None:
+        """``results.json`` of a run that stopped: the stage statuses so far (no table)."""
+        try:
+            atomic_write_json(self.work / "results.json", {
+                "complete": False, "seed": int(self.s.seed),
+                "stages": {n: {"status": s.status, "seconds": s.seconds, "reason": s.reason}
+                           for n, s in self.stages.items()}})
+        except OSError as err:    # the stage's own error is the one to report
+            log.warning("could not write results.json: %s", err)
 
     _WORK = "$WORK"
 
@@ -213,6 +246,13 @@ class Pipeline:
 
     # ------------------------------------------------------------------ the recipe
     def run(self) -> dict[str, Any]:
+        """The whole recipe, holding the work dir's lock (one run per work dir)."""
+        from omnisource.utils.lock import WorkDirLock
+
+        with WorkDirLock(self.work, what="omnisource run"):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         t0 = time.time()
         self.work.mkdir(parents=True, exist_ok=True)
         seed = int(self.s.seed)
@@ -305,18 +345,25 @@ class Pipeline:
                                  f"`omnisource run --help`)", file=self.data)
 
     def _stage_check(self, sdir: Path) -> dict[str, Any]:
+        from omnisource.data.annotations import Sample, read_web_list
         from omnisource.data.check import check_annotations
 
         p = self.paths()
         out: dict[str, Any] = {}
-        lists = [("target_train", p["train"], p["target_root"]), ("target_val", p["val"], p["target_root"])]
+        lists: list[tuple[str, Path, Path, Any]] = [("target_train", p["train"], p["target_root"], None),
+                                                    ("target_val", p["val"], p["target_root"], None)]
+        names = self.class_names()
         for s in WEB_SOURCES:
             lst = self.web_list(s)
-            if lst is not None:
-                lists.append((s, lst, lst.parent))
-        for name, lst, root in lists:
-            rep = check_annotations(lst, root, label_map=str(p["label_map"]), workers=0,
-                                    progress=self.progress)
+            if lst is not None:    # the same parser as ingest: query labels are indices or names
+                kind = WEB_SOURCES[s][1]
+                rows = [Sample(path=r.path, label=r.label, kind=kind, line=r.line, file=str(lst))
+                        for r in read_web_list(lst, names)]
+                lists.append((s, lst, lst.parent, rows))
+        for name, lst, root, rows in lists:
+            fmt = None if rows is None else ("image" if rows and rows[0].kind == "image" else "video")
+            rep = check_annotations(lst, root, label_map=names, workers=0, progress=self.progress,
+                                    samples=rows, format=fmt, quick=bool(self.s.check.quick))
             atomic_write_json(sdir / f"{name}.json", rep)
             out[name] = {"total": rep["total"], "ok": rep["ok"], "failed": rep["failed"],
                          "by_reason": rep.get("by_reason", {})}
@@ -422,9 +469,11 @@ class Pipeline:
         lst = self.web_list(src)
         if lst is None:
             raise StageUnavailable(f"no list for {src}")
+        from omnisource.data.annotations import read_web_list
+
         names = self.class_names()
         listing = sdir / "list.tsv"
-        atomic_write_text(listing, "".join(f"{path}\t{q}\n" for path, q in _read_web_list(lst, names)))
+        atomic_write_text(listing, "".join(f"{r.path}\t{names[r.label]}\n" for r in read_web_list(lst, names)))
         kinds = ("image",) if src == "web_images" else ("video",)
         res = ingest(sdir / "out", label_map=self.paths()["label_map"], list_file=listing, root=lst.parent,
                      cfg=ValidateConfig(min_size=16, kinds=kinds, source=src), workers=1,
@@ -557,6 +606,7 @@ class Pipeline:
         res = {
             "seed": int(self.s.seed),
             "data": str(self.data),
+            "complete": True,
             "generated_world": (self.work / "world") == self.data,
             "seconds": round(seconds, 1),
             "settings": dict(self.s),
@@ -640,27 +690,6 @@ def _save_config(cfg: Any, path: Path) -> Path:
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
-
-
-def _read_web_list(path: Path, names: list[str]) -> list[tuple[str, str]]:
-    """``path query_label`` rows (label id or class name; tab or last-space separated)."""
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for ln, line in enumerate(fh, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            parts = line.split("\t") if "\t" in line else line.rsplit(None, 1)
-            if len(parts) != 2:
-                raise InputError("expected 'path query_label'", path, ln)
-            rel, q = parts[0].strip(), parts[1].strip()
-            if q.lstrip("-").isdigit():
-                k = int(q)
-                if not 0 <= k < len(names):
-                    raise InputError(f"query label {k} outside the label map (0..{len(names) - 1})", path, ln)
-                q = names[k]
-            rows.append((rel, q))
-    return rows
 
 
 def _count_records(path: Path) -> int:

@@ -47,74 +47,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+# content sniffing lives in the data layer: one rule for what a video is, used by every stage
+from omnisource.data.decode.sniff import SNIFF_BYTES, sniff, sniff_file  # noqa: F401
 from omnisource.errors import InputError
 
 log = logging.getLogger("omnisource.web.download")
 
 USER_AGENT = "omnisource-downloader/0.1 (+https://github.com/omnisource)"
-
-# --------------------------------------------------------------------------------------------
-# content sniffing
-# --------------------------------------------------------------------------------------------
-SNIFF_BYTES = 512   # enough for three MPEG-TS sync bytes
-
-
-def sniff(head: bytes) -> tuple[str, str, str] | None:
-    """``(kind, format, extension)`` from the first bytes of a file, or None when not media.
-
-    Formats are recognised by their magic numbers (the same signatures ``file(1)`` uses).
-    GIFs count as images (web image crawls are full of them; an animated GIF can still be
-    read as a video by the decoders if a user lists it as one).
-    """
-    h = head
-    if h.startswith(b"\xff\xd8\xff"):
-        return "image", "jpeg", ".jpg"
-    if h.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image", "png", ".png"
-    if h[:6] in (b"GIF87a", b"GIF89a"):
-        return "image", "gif", ".gif"
-    if h[:4] == b"RIFF" and h[8:12] == b"WEBP":
-        return "image", "webp", ".webp"
-    if h[:2] == b"BM" and len(h) >= 14:
-        return "image", "bmp", ".bmp"
-    if h[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image", "tiff", ".tif"
-    if h[4:8] == b"ftyp":
-        brand = h[8:12]
-        if brand in (b"avif", b"avis"):
-            return "image", "avif", ".avif"
-        if brand in (b"heic", b"heix", b"mif1", b"msf1", b"heim", b"heis"):
-            return "image", "heif", ".heic"
-        if brand.startswith(b"qt"):
-            return "video", "mov", ".mov"
-        if brand.startswith(b"3g"):
-            return "video", "3gp", ".3gp"
-        return "video", "mp4", ".mp4"
-    if h[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"):
-        return "video", "mov", ".mov"
-    if h[:4] == b"\x1a\x45\xdf\xa3":
-        fmt = "webm" if b"webm" in h[:64] else "mkv"
-        return "video", fmt, "." + fmt
-    if h[:4] == b"RIFF" and h[8:12] == b"AVI ":
-        return "video", "avi", ".avi"
-    if h[:3] == b"FLV":
-        return "video", "flv", ".flv"
-    if h[:4] == b"\x00\x00\x01\xba":
-        return "video", "mpeg", ".mpg"
-    if h[:4] == b"\x30\x26\xb2\x75":
-        return "video", "asf", ".wmv"
-    if h[:4] == b"OggS":
-        return "video", "ogg", ".ogv"
-    if len(h) > 376 and h[0] == h[188] == h[376] == 0x47:
-        # MPEG-TS: a sync byte every 188 bytes (three in a row; one 'G' alone is too weak)
-        return "video", "mpegts", ".ts"
-    return None
-
-
-def sniff_file(path: str | Path) -> tuple[str, str, str] | None:
-    with open(path, "rb") as fh:
-        return sniff(fh.read(SNIFF_BYTES))
-
 
 # --------------------------------------------------------------------------------------------
 # one URL

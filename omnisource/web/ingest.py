@@ -53,7 +53,7 @@ from typing import Any, Iterator, Sequence
 
 from omnisource.errors import DataError, InputError
 from omnisource.utils.io import atomic_open, atomic_write_json, sha1_file, sha1_json
-from omnisource.web.download import SNIFF_BYTES, sniff
+from omnisource.data.decode.sniff import SNIFF_BYTES, media_kind
 from omnisource.web.stage import (Outcome, dist_group, wait_for, dist_info, hash_and_count, manifest_header,
                                   record_class, record_source, run_stage)
 
@@ -290,7 +290,7 @@ def validate_file(root: Path, row: dict, cfg: ValidateConfig, strict: bool = Fal
         if strict:
             raise DataError(path, f"unreadable: {err}") from None
         return Outcome(None, "unreadable", {"error": str(err)})
-    s = sniff(head)
+    s = media_kind(path, head)   # the project's one rule: an animated GIF is a video
     if s is None:
         return Outcome(None, "unknown_format")
     kind, fmt, _ = s

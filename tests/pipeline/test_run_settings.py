@@ -5,7 +5,8 @@ import pytest
 
 from omnisource.errors import ConfigError, InputError
 from omnisource.pipeline.config import load_run_settings
-from omnisource.pipeline.run import _read_web_list, run_pipeline
+from omnisource.data.annotations import read_web_list
+from omnisource.pipeline.run import run_pipeline
 
 
 def test_defaults_file_and_set_overrides(tmp_path):
@@ -40,11 +41,18 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path):
 
 def test_web_list_accepts_ids_and_names_and_names_the_bad_line(tmp_path):
     lst = tmp_path / "list.txt"
-    lst.write_text("a b.jpg 1\nc.jpg\tred_disc\n\n# comment\n")
-    assert _read_web_list(lst, ["x", "y"]) == [("a b.jpg", "y"), ("c.jpg", "red_disc")]
+    lst.write_text("a b.jpg 1\nc.jpg\tred_disc\n\n# comment\nd.jpg Red_Disc\n")
+    rows = read_web_list(lst, ["x", "y", "red_disc"])
+    assert [(r.path, r.label, r.line) for r in rows] == [("a b.jpg", 1, 1), ("c.jpg", 2, 2), ("d.jpg", 2, 5)]
     lst.write_text("ok.jpg 0\nbad.jpg 7\n")
-    with pytest.raises(InputError, match=r"list.txt:2"):
-        _read_web_list(lst, ["x", "y"])
+    with pytest.raises(InputError, match=r"list.txt:2: query label 7 outside"):
+        read_web_list(lst, ["x", "y"])
+    lst.write_text("ok.jpg 0\nbad.jpg red_dsc\n")
+    with pytest.raises(InputError, match=r"list.txt:2: .*'red_dsc'.*did you mean 'red_disc'"):
+        read_web_list(lst, ["x", "red_disc"])
+    lst.write_text("nolabel.jpg\n")
+    with pytest.raises(InputError, match=r"list.txt:1: expected 'path query_label'"):
+        read_web_list(lst, ["x"])
 
 
 def test_missing_data_layout_is_a_clear_error(tmp_path):

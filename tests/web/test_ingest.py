@@ -204,3 +204,25 @@ def test_ingest_two_ranks_equal_single_process(tmp_path):
     m1 = json.loads((tmp_path / "single" / "meta.json").read_text())
     m2 = json.loads((tmp_path / "sharded" / "meta.json").read_text())
     assert m1["counts"] == m2["counts"]
+
+
+def test_an_animated_gif_is_a_video_and_a_still_gif_an_image(tmp_path, shared_data):
+    """One rule for what a video is (data.decode.sniff.media_kind), shared with data check and
+    probe: ingest of a video crawl keeps animated GIFs, an image crawl keeps one-frame GIFs."""
+    from omnisource.data.decode import probe
+    from omnisource.web.ingest import ValidateConfig, validate_file
+
+    anim = shared_data / "scikit-image" / "data" / "no_time_for_that_tiny.gif"
+    still = shared_data / "pillow" / "Tests" / "images" / "hopper.gif"
+    for p in (anim, still):
+        os.symlink(p, tmp_path / p.name)
+    row = {"query_label": 0, "query": "x"}
+    vids = ValidateConfig(min_size=8, kinds=("video",), source="web_videos")
+    imgs = ValidateConfig(min_size=8, kinds=("image",), source="web_images")
+    out = validate_file(tmp_path, {**row, "path": anim.name}, vids)
+    assert out.out is not None and out.out.kind == "video", out
+    assert validate_file(tmp_path, {**row, "path": anim.name}, imgs).drop_reason == "not_image"
+    assert validate_file(tmp_path, {**row, "path": still.name}, vids).drop_reason == "not_video"
+    assert validate_file(tmp_path, {**row, "path": still.name}, imgs).out.kind == "image"
+    assert probe(tmp_path / anim.name)["kind"] == "video"
+    assert probe(tmp_path / still.name)["kind"] == "image"

@@ -28,12 +28,22 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".mpo",
               ".pgm", ".jfif"}
 
 
-def media_kind(path: str | Path) -> str:
-    """'rawframes' for a folder, 'image' for still-image extensions, else 'video'
-    (animated GIFs are read as videos)."""
+def file_kind(path: str | Path) -> str:
+    """'rawframes' for a folder, else the project's one rule (:func:`.sniff.media_kind`: the
+    bytes decide; an animated GIF is a video, a one-frame GIF an image). A file that is
+    missing, unreadable or of no format we sniff falls back to its extension (still-image
+    extensions: 'image', anything else: 'video', which the reader then names the problem of)."""
+    from .sniff import media_kind
+
     p = Path(path)
     if p.is_dir():
         return "rawframes"
+    try:
+        mk = media_kind(p) if p.is_file() else None
+    except OSError:
+        mk = None
+    if mk is not None:
+        return mk.kind
     return "image" if p.suffix.lower() in IMAGE_EXTS else "video"
 
 
@@ -112,7 +122,7 @@ def probe(path: str | Path, decode: bool = False, backend: str = "pyav",
     from .images import gif_reason
 
     path = str(path)
-    kind = media_kind(path)
+    kind = file_kind(path)
     rec = _blank(path, kind)
     try:
         if kind == "image":
