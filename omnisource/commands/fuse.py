@@ -76,7 +76,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from omnisource.data.annotations import load_annotations
-    from omnisource.engine.metrics import evaluate_scores
+    from omnisource.engine.metrics import evaluate_scores, format_metric
 
     arrays = [load_scores(p) for p in args.results]
     fused = fuse(arrays, args.weights)
@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("fusion accuracy needs single-label annotations", file=args.ann)
     for path, arr in zip(args.results, arrays):
         m = evaluate_scores(arr, labels)
-        print(f"{path}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+        print(f"{path}: " + "  ".join(f"{k} {format_metric(k, v, arr.shape[-1])}" for k, v in m.items()))
     m = evaluate_scores(fused, labels)
-    print("fused: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items()))
+    print("fused: " + "  ".join(f"{k} {format_metric(k, v, fused.shape[-1])}" for k, v in m.items()))
     if args.out:
         from omnisource.commands.test import write_results
 

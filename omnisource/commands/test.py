@@ -104,8 +104,13 @@ def run(args: argparse.Namespace) -> int:
     metrics = compute_metrics(scores, labels, args.eval or cfg.test.metrics, cfg.test.topk)
     if info.is_main:
         skipped = dict(getattr(dataset, "skipped", {}) or {})
+        import numpy as np
+
+        from omnisource.engine.metrics import format_metric
+
+        ncls = int(np.asarray(scores).shape[-1]) if len(scores) else None
         for k, v in metrics.items():
-            print(f"{k}: {v:.4f}")
+            print(f"{k}: {format_metric(k, v, ncls)}")
         if skipped:
             print(f"skipped unreadable samples: {json.dumps(skipped)}")
         if run_info.get("replaced"):

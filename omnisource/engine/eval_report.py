@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from omnisource.engine.metrics import format_metric, topk_applicable
 from omnisource.utils.html_report import Writer, class_bars_png, table
 from omnisource.utils.io import atomic_write_text
 
@@ -37,8 +38,10 @@ def _probabilities(scores: np.ndarray, average: str) -> np.ndarray:
 
 def per_class_stats(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
     """One row per class that has test videos: videos, top-1 / top-5 hits, the most frequent
-    wrong prediction and how often it was made. Sorted by top-1 accuracy, worst first."""
+    wrong prediction and how often it was made. Sorted by top-1 accuracy, worst first. Top-5 is
+    None with 5 classes or fewer (not applicable: see :func:`~omnisource.engine.metrics.topk_applicable`)."""
     pred = probs.argmax(axis=1)
+    has5 = topk_applicable(5, probs.shape[1])
     k = min(5, probs.shape[1])
     top5 = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     rows = []
@@ -52,7 +55,8 @@ def per_class_stats(probs: np.ndarray, labels: np.ndarray) -> list[dict[str, Any
         n = int(m.sum())
         hit1 = int((pred[m] == c).sum())
         hit5 = int((top5[m] == c).any(axis=1).sum())
-        rows.append({"class": int(c), "videos": n, "top1": hit1 / n, "top5": hit5 / n, "correct": hit1,
+        rows.append({"class": int(c), "videos": n, "top1": hit1 / n, "top5": hit5 / n if has5 else None,
+                     "correct": hit1,
                      "confused_with": common, "confused_count": count})
     rows.sort(key=lambda r: (r["top1"], -r["videos"], r["class"]))
     return rows
@@ -73,9 +77,9 @@ def confused_pairs(probs: np.ndarray, labels: np.ndarray, limit: int = 30) -> li
 
 def _accuracy_png(w: Writer, rows: list[dict[str, Any]], names: Sequence[str] | None, mean: float) -> str:
     srt = sorted(rows, key=lambda r: -r["top1"])
+    top5 = ("top-5", [r["top5"] for r in srt]) if srt and srt[0]["top5"] is not None else None
     return w.png_bytes("per_class_accuracy.png", class_bars_png(
-        [_name(r["class"], names) for r in srt], ("top-5", [r["top5"] for r in srt]),
-        ("top-1", [r["top1"] for r in srt]), ylabel="accuracy", xlabel="classes (sorted by top-1 accuracy)",
+        [_name(r["class"], names) for r in srt], top5, ("top-1", [r["top1"] for r in srt]), ylabel="accuracy", xlabel="classes (sorted by top-1 accuracy)",
         hline=(f"mean over these classes {mean:.3f}", mean), ylim=(0, 1.02), legend_above=True))
 
 
@@ -114,7 +118,8 @@ def write_eval_report(out_dir: str | Path, scores: np.ndarray, labels: Sequence[
     body = ["<h1>omnisource test report</h1>"]
     info = [["videos scored", len(keep)]] + ([["left out (multi-label or unlabelled)", left_out]] if left_out else [])
     info += [[k, v] for k, v in (meta or {}).items()]
-    info += [[k, f"{v:.4f}"] for k, v in (metrics or {}).items()]
+    info += [[k, format_metric(k, v, probs.shape[1] if probs.ndim == 2 else None)]
+             for k, v in (metrics or {}).items()]
     body.append(table(["", "value"], info))
     if not len(keep):
         body.append("<p><i>no single-label samples to score</i></p>")
@@ -130,7 +135,7 @@ def write_eval_report(out_dir: str | Path, scores: np.ndarray, labels: Sequence[
     body.append(f"<p>{len(rows)} classes with test videos, weakest first"
                 f"{'' if len(shown) == len(rows) else f'; the {len(shown)} weakest (all in per_class.csv)'}.</p>")
     body.append(table(["class", "name", "videos", "top-1", "top-5", "most often taken for", "times"],
-                      [[r["class"], r["name"], r["videos"], f"{r['top1']:.3f}", f"{r['top5']:.3f}",
+                      [[r["class"], r["name"], r["videos"], f"{r['top1']:.3f}", "n/a" if r["top5"] is None else f"{r['top5']:.3f}",
                         r["confused_with_name"], r["confused_count"] or ""] for r in shown]) + "</section>")
     atomic_write_text(out / "per_class.csv", _csv(rows, ["class", "name", "videos", "correct", "top1", "top5",
                                                          "confused_with", "confused_with_name", "confused_count"]))

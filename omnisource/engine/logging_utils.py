@@ -51,6 +51,8 @@ def format_record(record: dict[str, Any]) -> str:
             parts.append(f"{k.removesuffix('_mb')} {v:.0f} MB")
         elif isinstance(v, float):
             parts.append(f"{k} {v:.4f}")
+        elif v is None and k.endswith("_acc"):
+            parts.append(f"{k} n/a")
         else:
             parts.append(f"{k} {v}")
     return f"{head}: {', '.join(parts)}" if parts else head

@@ -6,12 +6,17 @@
 * :func:`top_k_accuracy`: a video is correct when its label is among the ``k`` highest scores.
   Ties are broken deterministically (stable sort: the later class index ranks higher); mmaction2
   uses ``np.argsort``'s default sort, whose tie order depends on the numpy version.
+* Top-k for ``k >=`` the number of classes is **not applicable** (every video would count as
+  correct): :func:`evaluate_scores` reports it as ``None`` and :func:`format_metric` prints
+  ``n/a (k >= C classes)``. One rule for test, run, validation logs and reports (a 4-class
+  test used to drop top-5 in one place, print ``nan`` in another and 1.000 in a third).
 * :func:`mean_class_accuracy`: mean over classes of per-class recall. The class set is the union
   of *ground-truth and predicted* labels (mmaction2's confusion matrix): a class that is
   predicted but never the ground truth counts as 0 accuracy; a class absent from both is ignored.
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -77,18 +82,35 @@ def mean_class_accuracy(scores, labels: Sequence[int]) -> float:
     return float(per_class.mean())
 
 
+def topk_applicable(k: int, num_classes: int) -> bool:
+    """Top-k means something only for ``k`` below the number of classes (top-1 always)."""
+    return k == 1 or k < num_classes
+
+
 def evaluate_scores(scores, labels: Sequence[int], metrics: Sequence[str] = ("top_k_accuracy",
-                    "mean_class_accuracy"), topk: Sequence[int] = (1, 5)) -> dict[str, float]:
-    """``{'top1_acc': .., 'top5_acc': .., 'mean_class_accuracy': ..}`` (mmaction2 key names)."""
+                    "mean_class_accuracy"), topk: Sequence[int] = (1, 5)) -> dict[str, float | None]:
+    """``{'top1_acc': .., 'top5_acc': .., 'mean_class_accuracy': ..}`` (mmaction2 key names);
+    a top-k that is not applicable (``k >=`` classes) is ``None``."""
     s = _as_2d(scores)
-    out: dict[str, float] = {}
+    out: dict[str, float | None] = {}
     for m in metrics:
         if m == "top_k_accuracy":
-            ks = [k for k in topk if k <= s.shape[1]] or [1]
-            for k, acc in zip(ks, top_k_accuracy(s, labels, ks)):
-                out[f"top{k}_acc"] = acc
+            ks = [k for k in topk if topk_applicable(k, s.shape[1])]
+            accs = dict(zip(ks, top_k_accuracy(s, labels, ks))) if ks else {}
+            for k in topk:
+                out[f"top{k}_acc"] = accs.get(k)
         elif m == "mean_class_accuracy":
             out["mean_class_accuracy"] = mean_class_accuracy(s, labels)
         else:
             raise ValueError(f"unknown metric {m!r}")
     return out
+
+
+def format_metric(key: str, value: float | None, num_classes: int | None = None) -> str:
+    """``0.8125``, or ``n/a (5 >= 4 classes)`` for a top-k that is not applicable."""
+    if value is None:
+        m = re.match(r"top(\d+)_acc$", key)
+        if m and num_classes is not None:
+            return f"n/a ({m.group(1)} >= {num_classes} classes)"
+        return "n/a"
+    return f"{value:.4f}"

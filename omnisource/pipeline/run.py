@@ -581,8 +581,11 @@ class Pipeline:
                                           dict(self.s.presets.overrides), self.paths()["label_map"],
                                           report_dir=sdir / f"report-{name}")
             out[name] = metrics
-            self.say(f"  {name}: top1 {metrics.get('top1_acc', float('nan')):.4f} "
-                     f"top5 {metrics.get('top5_acc', float('nan')):.4f}")
+            from omnisource.engine.metrics import format_metric
+
+            n = len(self.class_names())
+            self.say(f"  {name}: top1 {format_metric('top1_acc', metrics.get('top1_acc'), n)} "
+                     f"top5 {format_metric('top5_acc', metrics.get('top5_acc'), n)}")
         return out
 
     # ------------------------------------------------------------------ results
@@ -759,7 +762,7 @@ def evaluate_checkpoint(config: str, checkpoint: str, ann_file: Path, data_root:
                           data_root=data_root, class_names=read_label_map(label_map), average="prob",
                           metrics=m, meta={"checkpoint": checkpoint, "test list": str(ann_file),
                                            "test preset": preset})
-    return {k: float(v) for k, v in m.items()}
+    return {k: None if v is None else float(v) for k, v in m.items()}
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -45,13 +45,14 @@ def page(title: str, body: Sequence[str]) -> str:
             f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
 
 
-def class_bars_png(names: Sequence[str], light: tuple[str, Sequence[float]], dark: tuple[str, Sequence[float]],
+def class_bars_png(names: Sequence[str], light: tuple[str, Sequence[float]] | None, dark: tuple[str, Sequence[float]],
                    *, title: str = "", ylabel: str = "samples", xlabel: str = "classes",
                    hline: tuple[str, float] | None = None, ylim: tuple[float, float] | None = None,
                    legend_above: bool = False) -> bytes:
     """A bar per class (``names``, already sorted) of two overlaid series, ``(label, values)``:
     ``light`` behind, ``dark`` in front (before / after filtering, listed / readable, top-5 /
-    top-1). Class names label the bars up to 40 classes; the figure widens with the count."""
+    top-1; ``light`` None: one series). Class names label the bars up to 40 classes; the figure
+    widens with the count."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,7 +62,8 @@ def class_bars_png(names: Sequence[str], light: tuple[str, Sequence[float]], dar
     fig, ax = plt.subplots(figsize=(min(24, 4 + 0.06 * n + (0.25 * n if n < 40 else 0)), 4), dpi=100)
     xs = np.arange(len(names))
     width = 1.0 if n > 60 else 0.8
-    ax.bar(xs, list(light[1]), width=width, color="#9ecae1", label=light[0])
+    if light is not None:
+        ax.bar(xs, list(light[1]), width=width, color="#9ecae1", label=light[0])
     ax.bar(xs, list(dark[1]), width=width, color="#08519c", label=dark[0])
     if hline is not None:
         ax.axhline(hline[1], color="k", ls="--", lw=1, label=hline[0])

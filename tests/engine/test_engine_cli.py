@@ -278,3 +278,31 @@ def test_joint_training_counts_unreadable_samples_of_a_source(tiny_project, tmp_
     done = [json.loads(x) for x in (work / "log.jsonl").read_text().splitlines()][-1]
     assert done["mode"] == "done" and done.get("unreadable", 0) >= 1
     assert "unreadable train sample" in capsys.readouterr().err
+
+
+def test_num_classes_against_the_label_map_is_checked_before_training(tiny_project, tmp_path, capsys, caplog):
+    """Fewer outputs than classes: one ConfigError naming both numbers (it was an IndexError from
+    cross_entropy at the first batch with a high label); more: trains, with a warning."""
+    root, cfg, ann = tiny_project
+    (tmp_path / "three.txt").write_text("blue\nred\ngreen\n")
+    code = main(["train", str(cfg), "--work-dir", str(tmp_path / "a"), "--set",
+                 f"data.label_map={tmp_path / 'three.txt'}", "model.num_classes=1", "schedule.epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.num_classes is 1 but the label map" in err and "has 3 classes" in err
+    assert not (tmp_path / "a" / "latest.pth").exists()
+    code = main(["train", str(cfg), "--work-dir", str(tmp_path / "b"), "--set", "model.num_classes=4",
+                 "schedule.epochs=1", "--no-validate"])
+    assert code == 0
+    assert "model.num_classes is 4 but the label map" in caplog.text
+
+
+def test_a_configured_val_split_is_validated_unless_turned_off(tiny_project, tmp_path):
+    """train.validate: None (the default) validates when data.val is set, as its comment says."""
+    root, cfg, ann = tiny_project
+    assert main(["train", str(cfg), "--work-dir", str(tmp_path / "a"), "--set", "schedule.epochs=1"]) == 0
+    modes = [json.loads(x)["mode"] for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert "val" in modes
+    assert main(["train", str(cfg), "--work-dir", str(tmp_path / "b"), "--set", "schedule.epochs=1",
+                 "--no-validate"]) == 0
+    modes = [json.loads(x)["mode"] for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert "val" not in modes

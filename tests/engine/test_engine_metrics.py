@@ -128,3 +128,16 @@ def test_metrics_match_mmaction2(tmp_path):
     # top-k on tie-free rows only: np.argsort's tie order differs between numpy versions
     assert top_k_accuracy(scores[20:], labels[20:], (1, 3, 5)) == pytest.approx(ref["topk"], abs=1e-12)
     assert mean_class_accuracy(scores, labels) == pytest.approx(ref["mca"], abs=1e-12)
+
+
+def test_topk_at_or_above_the_class_count_is_not_applicable():
+    """One rule: top-k for k >= classes is None (n/a), never dropped, nan or 1.000."""
+    from omnisource.engine.metrics import evaluate_scores, format_metric
+
+    s = np.eye(4)[[0, 1, 2, 3, 0]]
+    m = evaluate_scores(s, [0, 1, 2, 3, 3], topk=(1, 3, 4, 5))   # ties: later classes rank higher
+    assert m["top1_acc"] == 0.8 and m["top3_acc"] == 1.0
+    assert m["top4_acc"] is None and m["top5_acc"] is None
+    assert format_metric("top5_acc", None, 4) == "n/a (5 >= 4 classes)"
+    assert format_metric("top1_acc", 0.8) == "0.8000"
+    assert evaluate_scores(np.eye(6)[[0, 1]], [0, 1])["top5_acc"] == 1.0     # 6 classes: applicable

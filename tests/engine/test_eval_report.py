@@ -26,7 +26,7 @@ def test_per_class_rows_and_pairs_count_what_happened():
     assert rows[0]["videos"] == 3 and rows[0]["correct"] == 1 and abs(rows[0]["top1"] - 1 / 3) < 1e-9
     assert rows[0]["confused_with"] == 2 and rows[0]["confused_count"] == 2
     assert rows[1]["top1"] == 1.0 and rows[1]["confused_with"] is None
-    assert rows[2]["top1"] == 0.0 and rows[2]["top5"] == 1.0     # 4 classes: top-5 covers all
+    assert rows[2]["top1"] == 0.0 and rows[2]["top5"] is None     # 4 classes: top-5 not applicable
     assert [r["class"] for r in per_class_stats(probs, y)] == [2, 0, 1]   # worst first
     pairs = confused_pairs(probs, y)
     assert [(p["true"], p["pred"], p["count"]) for p in pairs] == [(0, 2, 2), (2, 1, 1)]
