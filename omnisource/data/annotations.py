@@ -470,6 +470,12 @@ def _load_video_like(path: Path, kind: str, multi_label: bool | None) -> list[Sa
     any_multi = False
     for line, fields in _text_rows(path):
         rel = normalise_rel_path(fields[0], path, line)
+        bad = next((t for t in fields[1:] if not t.lstrip("-").isdigit()), None)
+        if bad is not None and len(fields) > 2:
+            # `my clip.mp4 3` splits into three fields: name the real problem
+            raise InputError(f"label must be an integer, got {bad!r}: is this a path with spaces? "
+                             f"mmaction2 lists split fields on whitespace (rename the file, or use a "
+                             f"JSONL manifest)", path, line)
         labels = _labels(fields[1:], path, line)
         if len(labels) > 1:
             if multi_label is False:

