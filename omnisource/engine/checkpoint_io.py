@@ -129,12 +129,33 @@ def load_training_checkpoint(path: str | Path, map_location: str | torch.device 
     path = Path(path)
     if not path.is_file():
         raise InputError("checkpoint not found", file=path)
+    if path.stat().st_size == 0:   # never one of ours (writes are atomic): damage from outside
+        raise InputError("empty checkpoint file (0 bytes): delete it to start afresh, or resume from "
+                         "another checkpoint (--resume PATH)", file=path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated / foreign / pickled-object files
-        raise InputError(f"cannot load checkpoint safely ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]})", file=path) from None
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"cannot load checkpoint safely ({type(err).__name__}"
+                         f"{': ' + first if first else ''})", file=path) from None
     if not isinstance(ckpt, dict) or ckpt.get("meta", {}).get("format") != FORMAT:
         raise InputError("not an omnisource training checkpoint (cannot resume from it; use "
                          "model.pretrained to start from foreign weights)", file=path)
     return ckpt
+
+
+def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> None:
+    """``model.load_state_dict(state)`` (strict), or one InputError naming the file and what
+    does not fit -- a checkpoint of another model raised a RuntimeError of hundreds of lines."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes)):
+            if keys:
+                parts.append(f"{len(keys)} key(s) {what} (e.g. {keys[0]})")
+        raise InputError("the checkpoint holds another model's weights: " + "; ".join(parts)
+                         + " -- check model.name / model.overrides / model.num_classes", file=path)
+    model.load_state_dict(state)

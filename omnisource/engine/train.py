@@ -368,7 +368,7 @@ def _train(cfg: Config, work_dir: Path, *, resume: str | None, validate: bool | 
     resume_path = _resolve_resume(resume, work_dir)
     if resume_path is not None:
         ckpt = ckio.load_training_checkpoint(resume_path)
-        model.load_state_dict(ckpt["state_dict"])
+        ckio.load_model_state(model, ckpt["state_dict"], resume_path)
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scheduler"):
             scheduler.load_state_dict(ckpt["scheduler"])

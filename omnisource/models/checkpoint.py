@@ -112,10 +112,20 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
     return allowed
 
 
+# modules whose objects mmaction2 / mmengine checkpoints pickle in their metadata: turning them
+# inert is routine (logged at info level); any other reference is reported as a warning
+_ROUTINE_MODULES = ("mmengine", "mmcv", "mmaction", "mmdet", "mmpretrain", "numpy", "collections",
+                    "_codecs", "torch", "builtins.set", "builtins.frozenset", "builtins.slice")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only :func:`_safe_globals`; anything else becomes opaque."""
+    """Unpickler that resolves only :func:`_safe_globals`; anything else becomes opaque.
+
+    Every global turned inert is recorded in :attr:`ignored` (the names of the last load), so
+    the caller can say what a file referenced that was not imported or called."""
 
     _allowed: dict[tuple[str, str], Any] | None = None
+    ignored: set[str] = set()
 
     def find_class(self, module: str, name: str) -> Any:
         if _RestrictedUnpickler._allowed is None:
@@ -123,7 +133,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         obj = _RestrictedUnpickler._allowed.get((module, name))
         if obj is not None:
             return obj
+        _RestrictedUnpickler.ignored.add(f"{module}.{name}")
         return _opaque_class(module, name)
+
+
+def _report_ignored(path: Path) -> None:
+    names = sorted(_RestrictedUnpickler.ignored)
+    odd = [n for n in names if not n.startswith(_ROUTINE_MODULES)]
+    if odd:
+        more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+        log.warning("%s references code that was not imported or called (turned inert, weights kept): %s%s",
+                    path, ", ".join(odd[:5]), more)
+    elif names:
+        log.info("%s: %d metadata object type(s) kept inert (%s)", path, len(names), ", ".join(names[:5]))
 
 
 def _restricted_load(file: Any, **kwargs: Any) -> Any:
@@ -151,12 +173,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         header = json.loads(data[8:8 + n])
     except ValueError as err:
         raise InputError(f"bad safetensors header: {err}", file=path) from None
+    if not isinstance(header, dict):
+        raise InputError(f"bad safetensors header: a JSON object was expected, got a {type(header).__name__}",
+                         file=path)
     base = 8 + n
     out: dict[str, torch.Tensor] = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         try:
+            if not isinstance(info, dict):
+                raise InputError(f"bad safetensors entry {name}: a JSON object was expected, got "
+                                 f"{type(info).__name__}", file=path)
             dtype = _SAFETENSORS_DTYPES.get(info.get("dtype"))
             if dtype is None:
                 raise InputError(f"unsupported safetensors dtype {info.get('dtype')!r} for {name}", file=path)
@@ -166,8 +194,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             buf = bytearray(data[base + begin:base + end])
             t = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
             out[name] = t.reshape(info["shape"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise InputError(f"bad safetensors entry {name}: {err}", file=path) from None
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+            raise InputError(f"bad safetensors entry {name}: {type(err).__name__}: {err}", file=path) from None
     return out
 
 
@@ -186,11 +214,16 @@ def read_checkpoint_file(path: str | Path) -> Any:
         first = re.sub(r"\x1b\[[0-9;]*m", "", first).split(". ")[0].rstrip(".")
         log.info("%s: weights_only load refused (%s); re-reading with the restricted unpickler", path, first)
     except Exception as err:  # corrupt zip, truncated file, not a torch file at all
+        if path.stat().st_size == 0:
+            raise InputError("empty checkpoint file (0 bytes)", file=path) from None
         raise InputError(f"cannot read checkpoint: {type(err).__name__}: {err}", file=path) from None
+    _RestrictedUnpickler.ignored = set()
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
+        obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_restricted_pickle)
     except Exception as err:
         raise InputError(f"cannot read checkpoint: {type(err).__name__}: {err}", file=path) from None
+    _report_ignored(path)
+    return obj
 
 
 # ---------------------------------------------------------------------------------------------

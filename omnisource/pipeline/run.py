@@ -747,7 +747,7 @@ def evaluate_checkpoint(config: str, checkpoint: str, ann_file: Path, data_root:
     cfg = load_config(config)
     model = build_model(cfg)
     state = ckio.load_training_checkpoint(checkpoint)["state_dict"]
-    model.load_state_dict(state)
+    ckio.load_model_state(model, state, checkpoint)
     ds = build_dataset(ann_file, data_root, preset, test_mode=True, label_map=str(label_map),
                        **preset_overrides)
     loader = eval_loader(ds, 16)

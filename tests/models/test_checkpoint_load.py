@@ -391,3 +391,41 @@ def test_pretrained_from_recognizer_checkpoint(tmp_path: Path) -> None:
     a = src.backbone.layer4[0].conv1.conv.weight
     b = model.backbone.layer4[0].conv1.conv.weight
     torch.testing.assert_close(b.sum(2), a)
+
+
+def test_a_referenced_callable_is_turned_inert_and_named_in_a_warning(tmp_path: Path, caplog) -> None:
+    marker = tmp_path / "pwned"
+    a = _tiny(seed=6)
+    torch.save({"meta": {"evil": _Evil(marker)}, "state_dict": a.state_dict()}, tmp_path / "h.pth")
+    with caplog.at_level("WARNING", logger="omnisource"):
+        read_checkpoint_file(tmp_path / "h.pth")
+    assert not marker.exists()
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("references code that was not imported or called" in m and "system" in m for m in warned), warned
+
+
+def test_safetensors_with_a_foreign_header_is_one_clear_error(tmp_path: Path) -> None:
+    import json as _json
+
+    model = create_model(TSN, num_classes=5, base_channels=B)
+    for header in ([1, 2], {"w": [0, 1]}, {"w": "x"}):
+        raw = _json.dumps(header).encode()
+        f = tmp_path / "odd.safetensors"
+        f.write_bytes(len(raw).to_bytes(8, "little") + raw)
+        with pytest.raises(InputError, match=r"odd.safetensors: bad safetensors (header|entry)"):
+            load_checkpoint(model, f)
+
+
+def test_resume_from_an_empty_or_foreign_checkpoint_is_one_line(tmp_path: Path) -> None:
+    from omnisource.engine import checkpoint_io as ckio
+
+    empty = tmp_path / "latest.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match=r"latest.pth: empty checkpoint file \(0 bytes\)"):
+        ckio.load_training_checkpoint(empty)
+    with pytest.raises(InputError, match=r"empty checkpoint file \(0 bytes\)"):
+        read_checkpoint_file(empty)
+    other = create_model(TSN, num_classes=7, base_channels=B)
+    mine = create_model(TSN, num_classes=5, base_channels=B)
+    with pytest.raises(InputError, match=r"another model.s weights: 2 key\(s\) with another shape \(e.g. cls_head"):
+        ckio.load_model_state(mine, other.state_dict(), tmp_path / "x.pth")
