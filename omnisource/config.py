@@ -233,18 +233,10 @@ def _read_yaml(path: Path) -> tuple[dict, str]:
             "Python configs (mmaction2 / mmengine) are code and are never executed here; write the "
             "recipe as YAML -- configs/ has one per zoo preset with mmaction2's config name "
             "(e.g. configs/tsn_r50_1x1x3_100e_kinetics400_rgb.yaml)", file=path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("config file not found", file=path) from None
-    except OSError as err:
-        raise ConfigError(f"cannot read config: {err.strerror}", file=path) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {getattr(err, 'problem', err)}", file=path,
-                          line=None if mark is None else mark.line + 1) from None
+    from omnisource.utils.yaml_io import read_yaml_file
+
+    # size-capped, regular files only, duplicate keys and runaway nesting refused
+    data, text = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -377,7 +369,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] | None 
         if base is not None:
             if not isinstance(base, str):
                 raise ConfigError("_base_ must be one file name", file=path, line=_key_line(text, "_base_"))
-            base_path = (path.parent / base).resolve()
+            base_path = path.parent / base
             base_data, base_text = _read_yaml(base_path)
             if "_base_" in base_data:
                 # one level only: deep inheritance chains make recipes unreadable (DESIGN.md)
@@ -385,13 +377,34 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] | None 
                                   file=base_path, line=_key_line(base_text, "_base_"))
             _merge(cfg, base_data, file=str(base_path), text=base_text)
         _merge(cfg, data, file=str(path), text=text)
+    set_keys = []
     for key, value in parse_set(overrides or ()):
         _apply_set(cfg, key, value)
+        set_keys.append(key)
     out = _wrap(cfg)
     out["_source"] = source
     if check:
-        validate(out)
+        try:
+            validate(out)
+        except ConfigError as err:
+            raise _locate(err, set_keys, path, text if path is not None else None) from None
     return out
+
+
+def _locate(err: ConfigError, set_keys: list[str], path: Path | None, text: str | None) -> ConfigError:
+    """Point a validation error at where its value came from: ``--set KEY=...`` when the
+    command line gave it, else the key's line in the YAML file."""
+    key = getattr(err, "key", None)
+    if not key:
+        return err
+    if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in set_keys):
+        e = ConfigError(err.message, file="--set")
+    elif path is not None and text is not None:
+        e = ConfigError(err.message, file=path, line=_key_line(text, key))
+    else:
+        return err
+    e.key = key
+    return e
 
 
 # ----------------------------------------------------------------------------------------------
@@ -411,7 +424,11 @@ def _walk(defaults: Mapping, cfg: Mapping, prefix: str = "") -> Iterable[tuple[s
 
 def _check_type(dotted: str, default: Any, value: Any, file: str) -> Any:
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"'{dotted}' must be {expected}, got {value!r}", file=file)
+        from omnisource.utils.yaml_io import short
+
+        e = ConfigError(f"'{dotted}' must be {expected}, got {short(repr(value), 80)}", file=file)
+        e.key = dotted   # load_config adds the line (or blames --set)
+        return e
 
     if dotted in CHOICES:
         choices = CHOICES[dotted]

@@ -65,4 +65,9 @@ def run(args: argparse.Namespace) -> int:
             what = "read of an unreadable train sample was" if n == 1 else "reads of unreadable train samples were"
             print(f"WARNING: {n} {what} replaced by other samples (the warnings above name the files; "
                   "`omnisource data check` lists them)", file=sys.stderr)
+        if summary.get("damaged_frames"):
+            n = summary["damaged_frames"]
+            print(f"WARNING: {n} damaged frame{'' if n == 1 else 's'} of train clips could not be decoded and "
+                  f"{'was' if n == 1 else 'were'} replaced by the nearest decodable frame (`omnisource data check` "
+                  "names the damaged files)", file=sys.stderr)
     return 0

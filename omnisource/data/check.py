@@ -354,7 +354,9 @@ def format_summary(report: dict[str, Any], max_failures: int = 20) -> str:
                      ", ".join(f"{k}: {v['failed']}/{v['total']}" for k, v in bad_classes.items()))
     for f in report["failures"][:max_failures]:
         where = f"{f['file']}:{f['line']}" if f.get("line") else f["path"]
-        lines.append(f"  {where}: {f['path']}: {f['category']}: {f['reason']}")
+        # "empty file (0 bytes)" under category "empty file": say it once
+        why = f["reason"] if str(f["reason"]).startswith(f["category"]) else f"{f['category']}: {f['reason']}"
+        lines.append(f"  {where}: {f['path']}: {why}")
     if len(report["failures"]) > max_failures:
         lines.append(f"  ... and {len(report['failures']) - max_failures} more (see --out)")
     return "\n".join(lines)

@@ -76,6 +76,9 @@ def _remove_log_marks(folder: str, owner_pid: int) -> None:
 
 
 _failures_lock = threading.Lock()  # module-level: a dataset must stay picklable for spawned workers
+# damaged frames the last read on this thread replaced by a neighbour (read_video -> get_item,
+# which run on one thread; module-level for the same picklability reason)
+_READ_STATE = threading.local()
 
 __all__ = [
     "ClipDataset", "VideoDataset", "RawframeDataset", "ImageDataset", "UntrimmedClipDataset",
@@ -114,11 +117,12 @@ def failure_reason(path: Path, err: BaseException) -> str:
 
 def classify_failure(path: Path, err: BaseException) -> str:
     """Short reason key for counting (``missing``, ``empty file``, ``frame count``, ``unreadable``...)."""
+    from omnisource.data.decode.base import file_problem
+
+    bad = file_problem(path)
+    if bad is not None and bad[0] != "folder":
+        return bad[0]
     try:
-        if not path.exists():
-            return "missing"
-        if path.is_file() and path.stat().st_size == 0:
-            return "empty file"
         if path.is_dir() and not any(os.scandir(path)):
             return "empty folder"
     except OSError:
@@ -306,10 +310,8 @@ class ClipDataset(Dataset):
         except InputError:
             path = self.data_root / s.path
         reason_text = failure_reason(path, err)
-        if self.strict:
-            if isinstance(err, DataError):
-                raise err
-            raise DataError(path, reason_text) from err
+        if self.strict:   # one line naming the file, why, and the list line that named it
+            raise DataError(path, f"{reason_text} (listed at {s.where})") from None
         key = classify_failure(path, err)
         with _failures_lock:  # the items of a batch may fail on several threads at once
             first = i not in self._bad
@@ -347,9 +349,14 @@ class ClipDataset(Dataset):
     def get_item(self, i: int, rng: np.random.Generator) -> dict[str, Any]:
         """The item of sample ``i`` (no replacement); raises on unreadable data."""
         s = self.samples[i]
+        _READ_STATE.damaged = 0
         frames = self.load_frames(s, rng)
+        damaged = int(getattr(_READ_STATE, "damaged", 0))
         inputs = self.preset(frames, rng)
-        return {"inputs": inputs, "label": self.pack_label(s), "index": i, "path": s.path}
+        # `damaged`: frames of this clip that could not be decoded and were replaced by the
+        # nearest decodable one; the trainer counts them like replaced samples
+        return {"inputs": inputs, "label": self.pack_label(s), "index": i, "path": s.path,
+                "damaged": damaged}
 
     def pack_label(self, s: Sample) -> int | torch.Tensor:
         if self.soft_label:
@@ -440,6 +447,7 @@ class ClipDataset(Dataset):
                     continue
                 if frames.shape[0] != len(inds):
                     raise DataError(path, f"decoder returned {frames.shape[0]} frames for {len(inds)} indices")
+                _READ_STATE.damaged = int(getattr(reader, "damaged_frames", 0) or 0)
                 return frames
             raise DataError(path, "frame count kept changing while decoding")
         finally:
@@ -476,7 +484,9 @@ class RawframeDataset(ClipDataset):
     def load_frames(self, s: Sample, rng: np.random.Generator) -> np.ndarray:
         path = self._resolve(s)
         if not path.is_dir():
-            raise DataError(path, "frame folder not found" if not path.exists() else "not a folder")
+            raise DataError(path, "frame folder not found" if not path.exists() else
+                            "is a file, not a folder of frames (a video list? read it as videos: "
+                            "--format video, or data.<split>.format: video)")
         if not s.total_frames:
             raise DataError(path, "total_frames is 0 in the list")
         return self.read_video(path, rng, backend="rawframes", base=self.start_index + s.offset,

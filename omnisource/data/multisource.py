@@ -340,6 +340,8 @@ def _collate(items: list[dict]) -> dict:
         out["index"] = np.asarray([int(it["index"]) for it in items], dtype=np.int64)
     if "skipped" in items[0]:   # reads that failed before each item: the trainer counts them
         out["skipped"] = np.asarray([int(it["skipped"]) for it in items], dtype=np.int64)
+    if "damaged" in items[0]:   # frames replaced by a decodable neighbour: counted too
+        out["damaged"] = np.asarray([int(it.get("damaged", 0)) for it in items], dtype=np.int64)
     if "path" in items[0]:
         out["path"] = [it["path"] for it in items]
     if in_worker and isinstance(out["label"], torch.Tensor) and out["label"].numel() <= 4096:

@@ -365,6 +365,7 @@ def _train(cfg: Config, work_dir: Path, *, resume: str | None, validate: bool | 
     # failed reads of unreadable train samples (each replaced by another sample) in this process
     # since it started; summed over ranks when logged
     unreadable = 0
+    damaged = 0          # frames of train clips that could not be decoded (replaced by neighbours)
     resume_path = _resolve_resume(resume, work_dir)
     if resume_path is not None:
         ckpt = ckio.load_training_checkpoint(resume_path)
@@ -445,6 +446,7 @@ def _train(cfg: Config, work_dir: Path, *, resume: str | None, validate: bool | 
             lr = scheduler.step(global_iter)
             host = _source_batches(batch)
             unreadable += _replaced_reads(host)   # before the copy: on a GPU, reading it would sync
+            damaged += _replaced_reads(host, "damaged")
             sources = {name: _to_device(b, dev) for name, b in host.items()}
             if mixer is not None:
                 mixer.rng = np.random.default_rng([tcfg.seed, info.rank, global_iter])
@@ -539,10 +541,12 @@ def _train(cfg: Config, work_dir: Path, *, resume: str | None, validate: bool | 
         save("latest.pth", done, 0)
         barrier()
         start_iter = 0
-    total_bad = round(all_reduce_mean({"n": float(unreadable)}, dev if dev.type == "cuda" else None)["n"]
-                      * info.world_size)
+    sums = all_reduce_mean({"n": float(unreadable), "d": float(damaged)}, dev if dev.type == "cuda" else None)
+    total_bad = round(sums["n"] * info.world_size)
+    total_damaged = round(sums["d"] * info.world_size)
     logger.write({"mode": "done", "global_iter": global_iter, "skipped_nonfinite": skipped_nonfinite,
                   **({"unreadable": total_bad} if total_bad else {}),
+                  **({"damaged_frames": total_damaged} if total_damaged else {}),
                   "time_s": round(time.time() - t_start, 2)})
     logger.close()
     if info.is_main and tcfg.plot_curves:
@@ -550,14 +554,16 @@ def _train(cfg: Config, work_dir: Path, *, resume: str | None, validate: bool | 
 
         write_curves_quietly(work_dir)
     return {"work_dir": str(work_dir), "global_iter": global_iter, "best": best,
-            "last_val": last_metrics, "skipped_nonfinite": skipped_nonfinite, "unreadable": total_bad}
+            "last_val": last_metrics, "skipped_nonfinite": skipped_nonfinite, "unreadable": total_bad,
+            "damaged_frames": total_damaged}
 
 
-def _replaced_reads(sources: dict[str, dict]) -> int:
+def _replaced_reads(sources: dict[str, dict], key: str = "skipped") -> int:
     """Unreadable samples met while building this batch: each item counts the reads that failed
     before it (``skipped``, set by the dataset) -- the only count that holds with DataLoader
-    workers, whose datasets' own counters the main process never sees."""
-    return sum(int(b["skipped"].sum()) for b in sources.values() if isinstance(b.get("skipped"), torch.Tensor))
+    workers, whose datasets' own counters the main process never sees. ``key='damaged'``: the
+    frames of the batch's clips that were replaced by a decodable neighbour."""
+    return sum(int(b[key].sum()) for b in sources.values() if isinstance(b.get(key), torch.Tensor))
 
 
 def _forward_backward(net: nn.Module, sources: dict[str, dict], tcfg: Config, dev: torch.device,

@@ -137,7 +137,7 @@ def _merge(base: dict, new: Mapping, file: str, prefix: str = "") -> None:
         dotted = f"{prefix}{key}"
         if key not in base:
             close = difflib.get_close_matches(str(key), list(base), n=1)
-            hint = f"; did you mean {prefix}{close[0]!r}?" if close else ""
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
             raise ConfigError(f"unknown key {dotted!r}{hint}", file=file)
         if dotted in OPEN:
             # open sections take any key. `sources` merge deeply: a file's `sources: {web_videos:
@@ -213,14 +213,11 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
     """Defaults, then the YAML file, then ``key.sub=value`` overrides (values parsed as YAML)."""
     cfg = copy.deepcopy(RUN_DEFAULTS)
     if path is not None:
+        from omnisource.utils.yaml_io import read_yaml_file
+
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError("config file not found", file=p)
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            line = getattr(getattr(err, "problem_mark", None), "line", None)
-            raise ConfigError(f"invalid YAML: {err}", file=p, line=None if line is None else line + 1) from None
+        data, _ = read_yaml_file(p)   # size-capped; duplicate keys and runaway nesting refused
+        data = data or {}
         if not isinstance(data, Mapping):
             raise ConfigError("the config must be a mapping", file=p)
         _merge(cfg, data, str(p))

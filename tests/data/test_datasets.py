@@ -377,3 +377,28 @@ def test_a_path_with_spaces_is_named_as_the_problem(tmp_path):
     lst.write_text("ok.mp4 1\nmy clip.mp4 3\n")
     with pytest.raises(InputError, match=r"train.txt:2: label must be an integer, got 'clip.mp4': is this a path with spaces"):
         load_annotations(lst, format="video")
+
+
+def test_items_count_the_damaged_frames_they_replaced(tmp_path, shared_data):
+    """corrupted.mp4's frame 30 cannot be decoded: a clip holding it says so (``damaged``), the
+    trainer sums it like replaced samples; a strict read names the list line."""
+    import os
+
+    from omnisource.data.datasets import build_dataset
+    from omnisource.engine.loaders import collate
+    from omnisource.errors import DataError
+
+    os.symlink(shared_data / "decord" / "tests" / "test_data" / "corrupted.mp4", tmp_path / "c.mp4")
+    (tmp_path / "list.txt").write_text("c.mp4 0\n")
+    ds = build_dataset(tmp_path / "list.txt", tmp_path, "tsn_1x1x3_test", test_mode=True, num_classes=2,
+                       num_clips=50, clip_len=1, frame_interval=1)
+    item = ds[0]
+    assert item["damaged"] == 1
+    assert int(collate([item, item])["damaged"].sum()) == 2
+    from omnisource.engine.train import _replaced_reads
+
+    assert _replaced_reads({"t": collate([item])}, "damaged") == 1
+    strict = build_dataset(tmp_path / "list.txt", tmp_path, "tsn_1x1x3_test", test_mode=True, num_classes=2,
+                           strict=True, decode_kwargs={"strict": True}, num_clips=50, clip_len=1, frame_interval=1)
+    with pytest.raises(DataError, match=r"c.mp4: .*damaged.*\(listed at .*list.txt:1\)"):
+        strict[0]

@@ -1220,3 +1220,45 @@ def test_default_reader_decodes_on_the_calling_thread_only(tmp_path, name, codec
         during = tids()
     assert not during - before, "the read started threads"
     assert np.array_equal(got, np.stack([ref[25], ref[5]]))
+
+
+def test_paths_that_are_no_file_are_named_as_what_they_are(tmp_path):
+    """A symlink loop was 'file not found', a FIFO or /dev/zero 'empty file (0 bytes)'."""
+    import os
+
+    from omnisource.data.decode import open_video, read_image
+    from omnisource.errors import DataError
+
+    os.symlink(tmp_path / "loop.mp4", tmp_path / "loop.mp4")
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "dangling.mp4")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (tmp_path / "frames").mkdir()
+    cases = {tmp_path / "loop.mp4": "symbolic link loop", tmp_path / "dangling.mp4": "broken symbolic link",
+             tmp_path / "pipe.mp4": "named pipe (FIFO)", "/dev/zero": "a device, not a regular file",
+             tmp_path / "frames": "read the list as rawframes"}
+    for path, words in cases.items():
+        with pytest.raises(DataError, match=re.escape(words)):
+            open_video(str(path))
+        if "rawframes" not in words:
+            with pytest.raises(DataError, match=re.escape(words)):
+                read_image(path)
+    with pytest.raises(DataError, match="a video list"):    # a file read as a frame folder
+        open_video(__file__, backend="rawframes")
+
+
+def test_the_decoded_pixel_cap_refuses_an_image_bomb(tmp_path, monkeypatch):
+    """An 11000 x 11000 PNG is a few hundred kB on disk and 360 MB decoded (2 GB seen in a worker)."""
+    from PIL import Image
+
+    from omnisource.data.decode import images, read_image
+    from omnisource.errors import DataError
+
+    Image.new("L", (11000, 11000)).save(tmp_path / "big.png", optimize=True)
+    assert (tmp_path / "big.png").stat().st_size < 1_000_000
+    with pytest.raises(DataError, match=r"big.png: image of 11000 x 11000 = 121 Mpx is over the decode cap of 64 Mpx"):
+        read_image(tmp_path / "big.png")
+    Image.new("RGB", (400, 300)).save(tmp_path / "small.png")
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 100_000)
+    with pytest.raises(DataError, match="over the decode cap"):
+        read_image(tmp_path / "small.png")
+    assert read_image(tmp_path / "small.png", max_pixels=0).shape == (300, 400, 3)

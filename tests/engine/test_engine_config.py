@@ -146,3 +146,39 @@ def test_resolved_config_loads_back(tmp_path):
     again = load_config(tmp_path / "config.yaml")
     assert again.optim.lr == 0.5 and again.train.seed == 7
     assert again.model.name == cfg.model.name
+
+
+def test_hostile_config_files_are_one_clear_error(tmp_path, monkeypatch):
+    """/dev/zero as _base_ (read until out of memory), a huge file, deep nesting, duplicate keys."""
+    import omnisource.utils.yaml_io as yio
+    from omnisource.pipeline.config import load_run_settings
+
+    f = tmp_path / "c.yaml"
+    f.write_text("_base_: /dev/zero\nmodel:\n  name: x\n")
+    with pytest.raises(ConfigError, match=r"/dev/zero: config is a device, not a regular file"):
+        load_config(f)
+    f.write_text("model:\n  name: x\noptim:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:5: duplicate key 'lr' \(first on line 4\)"):
+        load_config(f)
+    f.write_text("model:\n  overrides: " + "[" * 200 + "]" * 200 + "\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: nested more than 64 levels deep"):
+        load_config(f)
+    f.write_text("world: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n")
+    with pytest.raises(ConfigError, match=r"nested more than 64 levels deep"):
+        load_run_settings(f)
+    monkeypatch.setattr(yio, "MAX_BYTES", 1000)
+    f.write_text("# " + "x" * 2000 + "\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: config is 2003 bytes, over the 1000-byte cap"):
+        load_config(f)
+    with pytest.raises(ConfigError, match=r"over the 1000-byte cap"):
+        load_run_settings(f)
+
+
+def test_a_wrong_type_names_its_line_or_blames_set(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("model:\n  name: tsn_r50_1x1x3_100e_kinetics400_rgb\n  num_classes: four\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:3: 'model.num_classes' must be int, got 'four'"):
+        load_config(f)
+    f.write_text("model:\n  name: tsn_r50_1x1x3_100e_kinetics400_rgb\n")
+    with pytest.raises(ConfigError, match=r"^--set: 'schedule.epochs' must be an integer, got 'abc'"):
+        load_config(f, ["schedule.epochs=abc"])

@@ -8,12 +8,53 @@ RGB array ``[T, H, W, 3]`` in the order asked (repeats allowed).
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from omnisource.errors import DataError
+
+
+ROOT_HINT_DIR = ("is a directory, not a video file (a folder of frames? read the list as rawframes: "
+                 "--format rawframes, or data.<split>.format: rawframes)")
+
+
+def file_problem(path: str | os.PathLike, kind: str = "video") -> tuple[str, str] | None:
+    """``(category, reason)`` when ``path`` cannot be a media file at all, else None.
+
+    One place names what a path is instead of a readable file, for every reader and report: a
+    symlink loop used to be "file not found", a FIFO or ``/dev/zero`` "empty file (0 bytes)"
+    (reading a FIFO would block forever, ``/dev/zero`` never ends). ``kind`` words the
+    directory case ('video' suggests the rawframes format)."""
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            return "missing", "broken symbolic link (its target does not exist)"
+        return "missing", "no such file"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symlink loop", "symbolic link loop (the link points back at itself)"
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return "permission denied", "permission denied"
+        return "inaccessible", err.strerror or str(err)
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        return "folder", ROOT_HINT_DIR if kind == "video" else f"is a directory, not {kind} file"
+    if stat.S_ISFIFO(mode):
+        return "not a file", "a named pipe (FIFO), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "not a file", "a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "not a file", "a socket, not a regular file"
+    if st.st_size == 0:
+        return "empty file", "empty file (0 bytes)"
+    return None
 
 
 @dataclass

@@ -46,10 +46,11 @@ class DecordReader(VideoReader):
         decord = _import_decord()
         self.path = str(path)
         self.start_index = 0
-        if not os.path.isfile(self.path):
-            raise DataError(self.path, "no such file")
-        if os.path.getsize(self.path) == 0:
-            raise DataError(self.path, "empty file (0 bytes)")
+        from .base import file_problem
+
+        bad = file_problem(self.path)
+        if bad is not None:
+            raise DataError(self.path, bad[1])
         try:
             self._vr = decord.VideoReader(self.path, num_threads=threads)
         except Exception as err:

@@ -48,7 +48,8 @@ class RawframeReader(VideoReader):
         self.path = str(path)
         if not os.path.isdir(self.path):
             raise DataError(self.path, "no such frame folder" if not os.path.exists(self.path)
-                            else "not a folder (rawframes need a directory of images)")
+                            else "is a file, not a folder of frames (a video list? read it as videos: "
+                                 "--format video, or data.<split>.format: video)")
         if modality not in ("rgb", "flow"):
             raise ValueError(f"modality must be 'rgb' or 'flow', got {modality!r}")
         self.modality = modality

@@ -18,6 +18,20 @@ from omnisource.errors import DataError
 
 log = logging.getLogger("omnisource.data.decode")
 
+# Decoded-pixel cap for one image (width x height after any JPEG draft reduction). Pillow's own
+# bomb guard only warns below twice its 89 Mpx limit, so an 11000 x 11000 PNG of 353 kB was
+# decoded at 2 GB per worker. 64 Mpx (e.g. 8000 x 8000) holds every real photo; set
+# OMNISOURCE_MAX_IMAGE_PIXELS (0 = no cap) or pass ``max_pixels`` to change it.
+MAX_IMAGE_PIXELS = int(os.environ.get("OMNISOURCE_MAX_IMAGE_PIXELS", 64_000_000))
+
+
+def _check_pixels(path: str, im, cap: int | None, reduction: int = 1) -> None:
+    cap = MAX_IMAGE_PIXELS if cap is None else cap
+    w, h = im.size
+    if cap and w * h / reduction > cap:
+        raise DataError(path, f"image of {w} x {h} = {w * h / 1e6:.0f} Mpx is over the decode cap of "
+                              f"{cap / 1e6:.0f} Mpx (OMNISOURCE_MAX_IMAGE_PIXELS raises it)")
+
 
 def _to_rgb_array(im) -> np.ndarray:
     """Any Pillow mode -> contiguous uint8 HxWx3. Alpha is dropped (as OpenCV/mmcv's
@@ -39,23 +53,23 @@ def _to_rgb_array(im) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
 
 
-def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, max_side: int | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Read one image as uint8 RGB ``[H, W, 3]``, EXIF-oriented.
 
     ``max_side``: shrink so that the longer side is at most this many pixels; JPEGs are
     decoded at a reduced DCT scale first (Pillow ``draft``), which is several times faster
     than decoding full size and resizing. Unreadable input (missing, truncated, not an
-    image, decompression bomb) raises :class:`DataError` naming the file and the reason.
+    image, decompression bomb, over ``max_pixels`` -- default :data:`MAX_IMAGE_PIXELS` --
+    once decoded) raises :class:`DataError` naming the file and the reason.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = str(path)
-    if not os.path.exists(path):
-        raise DataError(path, "no such file")
-    if os.path.isdir(path):
-        raise DataError(path, "is a directory, not an image")
-    if os.path.getsize(path) == 0:
-        raise DataError(path, "empty file (0 bytes)")
+    from .base import file_problem
+
+    bad = file_problem(path, kind="an image")
+    if bad is not None:
+        raise DataError(path, bad[1])
     try:
         with warnings.catch_warnings():
             # a DecompressionBombWarning (between 1x and 2x the pixel limit) is not an error
@@ -64,10 +78,13 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
                 if max_side is not None:
                     if max_side <= 0:
                         raise ValueError(f"max_side must be positive, got {max_side}")
+                    # a JPEG is decoded at down to 1/8 scale (draft): the cap applies to that
+                    _check_pixels(path, im, max_pixels, 64 if im.format == "JPEG" else 1)
                     # thumbnail() uses draft() for JPEG, then a reducing resize
                     im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR,
                                  reducing_gap=2.0)
                 else:
+                    _check_pixels(path, im, max_pixels)
                     im.load()
                 try:
                     oriented = ImageOps.exif_transpose(im)

@@ -127,12 +127,11 @@ def _open_container(path: str, fast: str = ""):
     fast-opened file carry no display matrix, so the reader fast-opens only once a read of a
     normally opened container has recorded the rotation in the index, and applies that."""
     av = _av()
-    if not os.path.exists(path):
-        raise DataError(path, "no such file")
-    if os.path.isdir(path):
-        raise DataError(path, "is a directory, not a video file (use backend='rawframes')")
-    if os.path.getsize(path) == 0:
-        raise DataError(path, "empty file (0 bytes)")
+    from .base import file_problem
+
+    bad = file_problem(path)
+    if bad is not None:
+        raise DataError(path, bad[1])
     try:
         container = av.open(path, metadata_errors="replace",
                             options=FAST_OPEN_FORMATS[fast] if fast else None)
