@@ -7,8 +7,13 @@ multi-GB files behind innocent names. Each URL therefore goes through:
   ``ext`` from the sniffed content: nothing from the URL or the server (``Content-Disposition``,
   path segments such as ``../../etc``) reaches the file system, and the resolved target is
   checked to lie inside the output folder;
-* **timeouts** - ``timeout`` seconds for the connection and for every read, plus ``max_time`` for
-  the whole transfer (a server trickling one byte per second passes a read timeout forever);
+* **timeouts** - ``timeout`` seconds for the connection and for every read, plus ``max_time`` as a
+  deadline on the whole request -- connection, status line, headers, body and redirects (a
+  server trickling one byte per second passes a read timeout forever, in its headers too);
+* **hostile answers and rows** - a malformed response (bad status line, over 100 headers, a
+  70 kB header line, bad chunked encoding) or an unusable URL row (bad port, unbalanced
+  brackets, control characters, ``file:`` / ``ftp:`` / ``javascript:``) is that row's failure,
+  reported with a reason (``bad_response``, ``bad_url``, ``truncated``); the job goes on;
 * **retries** - connection errors, timeouts, HTTP 5xx / 408 / 429 are retried ``retries`` times
   with exponential backoff (``backoff * 2**attempt``, +-25 % jitter seeded by the URL so runs are
   reproducible, capped at ``max_backoff``; a ``Retry-After`` header is honoured up to the cap).
@@ -34,11 +39,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import logging
 import os
 import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -98,7 +105,80 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-_OPENER = urllib.request.build_opener(_HttpOnlyRedirects())
+class _Deadline:
+    """A deadline on one whole request (connect, status line, headers, body, redirects).
+
+    Why: socket timeouts restart at every byte, so a server sending its headers one byte a
+    second never timed out (``max_time`` was checked only in the body loop). Every connection
+    the request opens registers its socket here (:class:`_DeadlineConnection`); a timer shuts
+    them down at the deadline, which wakes whatever read is blocked, in any phase."""
+
+    def __init__(self, seconds: float):
+        self.fired = False
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Deadline":
+        _ACTIVE.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _ACTIVE.deadline = None
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            if self.fired:
+                _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            for sock in self._socks:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_ACTIVE = threading.local()   # the deadline of the request running on this thread
+
+
+class _DeadlineConnection:
+    """Mixin for http.client connections: register the connected socket with the deadline."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        d = getattr(_ACTIVE, "deadline", None)
+        if d is not None:
+            d.attach(self.sock)  # type: ignore[attr-defined]
+
+
+class _HTTPConnection(_DeadlineConnection, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_DeadlineConnection, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req):  # noqa: D102 - urllib API
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req):  # noqa: D102 - urllib API
+        return self.do_open(_HTTPSConnection, req, context=self._context)
+
+
+_OPENER = urllib.request.build_opener(_HttpOnlyRedirects(), _HTTPHandler(), _HTTPSHandler())
 
 
 def url_hash(url: str) -> str:
@@ -146,6 +226,8 @@ class Downloader:
         """Download one URL (with retries); never raises for network or content problems."""
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             return DownloadResult(url, "failed", reason="bad_url", detail="only http(s) URLs are downloaded")
+        if any(ord(c) < 33 or ord(c) == 127 for c in url):
+            return DownloadResult(url, "failed", reason="bad_url", detail="control characters or spaces in the URL")
         done = self.find_existing(url)
         if done is not None:
             s = sniff_file(done)
@@ -176,7 +258,13 @@ class Downloader:
 
                 atomic_write_json(fail, {k: v for k, v in asdict(res).items() if k not in ("status", "attempts")})
                 return res
-            except _Transient as e:
+            except Exception as e:  # noqa: BLE001 - whatever one URL does, the job goes on
+                if isinstance(e, _Transient):
+                    pass
+                else:
+                    log.debug("%s: unexpected %s", url, type(e).__name__, exc_info=True)
+                    return DownloadResult(url, "failed", reason="error", attempts=attempt,
+                                          detail=f"{type(e).__name__}: {str(e)[:200]}")
                 if attempt > self.retries:
                     return DownloadResult(url, "failed", reason=e.reason, http_status=e.http_status,
                                           attempts=attempt, detail=e.detail)
@@ -190,7 +278,26 @@ class Downloader:
         return p.resolve().relative_to(self.root).as_posix()
 
     def _fetch_once(self, url: str, base: Path) -> DownloadResult:
-        req = urllib.request.Request(url, headers={"User-Agent": self.user_agent, "Accept": "image/*,video/*,*/*"})
+        """One attempt under a deadline of ``max_time`` on the whole request."""
+        try:
+            req = urllib.request.Request(url, headers={"User-Agent": self.user_agent,
+                                                       "Accept": "image/*,video/*,*/*"})
+        except ValueError as e:    # unparsable URL: this row's problem, not the job's
+            raise _Permanent("bad_url", str(e)[:200]) from None
+        deadline = _Deadline(self.max_time)
+        with deadline:
+            try:
+                return self._fetch_within(url, base, req, deadline)
+            except (_Permanent, _Transient):
+                if deadline.fired:
+                    raise _Transient("timeout", f"request longer than {self.max_time:.0f}s") from None
+                raise
+            except (ConnectionError, OSError, http.client.HTTPException) as e:
+                if deadline.fired:
+                    raise _Transient("timeout", f"request longer than {self.max_time:.0f}s") from None
+                raise _Transient("connection", f"{type(e).__name__}: {e}"[:200]) from None
+
+    def _fetch_within(self, url: str, base: Path, req: urllib.request.Request, deadline: _Deadline) -> DownloadResult:
         t0 = time.monotonic()
         part = base.with_name(f"{base.name}.{os.getpid()}.{id(req):x}.part")
         try:
@@ -210,6 +317,12 @@ class Downloader:
             raise _Transient("connection", str(e.reason)) from None
         except (socket.timeout, TimeoutError) as e:
             raise _Transient("timeout", str(e)) from None
+        except http.client.InvalidURL as e:   # bad port, bad host, control characters
+            raise _Permanent("bad_url", str(e)[:200]) from None
+        except http.client.HTTPException as e:  # bad status line, > 100 headers, huge header line
+            raise _Permanent("bad_response", f"{type(e).__name__}: {str(e)[:160]}") from None
+        except ValueError as e:                 # urllib's own URL checks
+            raise _Permanent("bad_url", str(e)[:200]) from None
         except (ConnectionError, OSError) as e:
             raise _Transient("connection", str(e)) from None
         try:
@@ -231,9 +344,15 @@ class Downloader:
                         block = resp.read1(1 << 16)
                     except (socket.timeout, TimeoutError) as e:
                         raise _Transient("timeout", f"read: {e}") from None
-                    except (ConnectionError, OSError) as e:
+                    except http.client.IncompleteRead as e:   # bad chunked encoding, cut body
+                        raise _Transient("truncated", f"read: {type(e).__name__}") from None
+                    except http.client.HTTPException as e:
+                        raise _Permanent("bad_response", f"read: {type(e).__name__}: {str(e)[:160]}") from None
+                    except (ConnectionError, OSError, ValueError) as e:
                         raise _Transient("connection", f"read: {e}") from None
                     if not block:
+                        if deadline.fired:   # the watchdog ended the stream, not the server
+                            raise _Transient("timeout", f"request longer than {self.max_time:.0f}s")
                         break
                     n += len(block)
                     if n > self.max_bytes:
@@ -296,6 +415,6 @@ def read_url_list(path: str | Path) -> Iterator[dict]:
             if len(parts) > 2:
                 raise InputError(f"expected 'URL<TAB>QUERY', got {len(parts)} columns", path, ln)
             url = parts[0].strip()
-            if not url.lower().startswith(("http://", "https://")):
-                raise InputError(f"not an http(s) URL: {url[:80]!r}", path, ln)
+            # a row that is no http(s) URL (file:, ftp:, javascript:, garbage) is that row's
+            # failure (Downloader.fetch reports it as bad_url), never the whole list's
             yield {"url": url, "query": parts[1].strip() if len(parts) == 2 else None, "line": ln}

@@ -197,6 +197,80 @@ def test_url_list_errors(tmp_path):
     rows = list(read_url_list(p))
     assert [(r["url"], r["query"], r["line"]) for r in rows] == [
         ("http://a/x.jpg", "abseiling", 2), ("https://b/y.mp4", None, 4)]
-    p.write_text("http://a/x.jpg\tq\nfile:///etc/passwd\tq\n")
-    with pytest.raises(InputError, match=":2:"):
+    p.write_text("http://a/x.jpg\tq\nfile:///etc/passwd\tq\n")     # that row fails, not the list
+    assert [r["line"] for r in read_url_list(p)] == [1, 2]
+    p.write_text("http://a/x.jpg\tq\textra\n")
+    with pytest.raises(InputError, match=":1:"):
         list(read_url_list(p))
+
+
+def _raw_server(answer):
+    """A TCP server on 127.0.0.1 that writes ``answer(conn)`` bytes, whatever was asked."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            def serve(c=conn):
+                try:
+                    c.recv(4096)
+                    answer(c)
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+            threading.Thread(target=serve, daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv, stop, f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("name, payload, reason", [
+    ("bad status line", b"HTTP/1.1 OK-ish\r\n\r\n", "bad_response"),
+    ("101 headers", b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(101)) + b"\r\n",
+     "bad_response"),
+    ("70 kB header line", b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", "bad_response"),
+    ("bad chunked encoding", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+     "truncated"),
+])
+def test_malformed_responses_fail_their_row_only(tmp_path, name, payload, reason):
+    srv, stop, url = _raw_server(lambda c: c.sendall(payload))
+    try:
+        res = _dl(tmp_path / "dl", retries=0).fetch(f"{url}/x.jpg")
+    finally:
+        stop.set()
+        srv.close()
+    assert res.status == "failed" and res.reason == reason, (name, res)
+
+
+def test_headers_trickled_one_byte_at_a_time_meet_the_deadline(tmp_path):
+    def trickle(c):
+        for b in b"HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nX-Slow: " + b"a" * 100:
+            c.sendall(bytes([b]))
+            time.sleep(0.05)
+
+    srv, stop, url = _raw_server(trickle)
+    try:
+        t0 = time.monotonic()
+        res = _dl(tmp_path / "dl", retries=0, timeout=5.0, max_time=1.0).fetch(f"{url}/x.jpg")
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        srv.close()
+    assert res.status == "failed" and res.reason == "timeout" and "longer than 1s" in res.detail
+    assert took < 4.0
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:abc/x.jpg", "http://[::1/x.jpg", "http://a\x01b/x.jpg",
+                                 "http://a b/x.jpg", "file:///etc/passwd", "ftp://h/x.jpg", "javascript:alert(1)"])
+def test_unusable_url_rows_fail_their_row_only(tmp_path, url):
+    res = _dl(tmp_path / "dl", retries=0).fetch(url)
+    assert res.status == "failed" and res.reason == "bad_url", res
