@@ -58,3 +58,12 @@ class DataError(OmniSourceError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class NoSpaceError(OmniSourceError):
+    """The disk (or quota) filled up while writing ``path``; nothing finished was lost."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        super().__init__(f"no space left on the device writing {self.path} (the previous version, if "
+                         "any, is intact: free space and run the same command again)")
