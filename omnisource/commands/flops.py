@@ -5,8 +5,10 @@
 CONFIG is a YAML recipe (its ``model:`` section is used); a registered model name works too
 (``omnisource flops tsn_r50_1x1x3_100e_kinetics400_rgb``). Counting is done by
 ``torch.utils.flop_counter.FlopCounterMode`` on a real forward pass (no hand-counted formulas).
-One view is one frame for 2D (TSN) models (``[1, 1, 3, 224, 224]``) and one clip for 3D models
-(``[1, 3, T, 224, 224]``); ``--input-shape`` sets the full model input instead.
+One view is one frame for 2D (TSN) models (``[1, 1, 3, S, S]``) and one clip for 3D models
+(``[1, 3, T, S, S]``). With a CONFIG, ``S`` and ``T`` are what its test preset feeds the model
+(the same input ``bench-infer`` measures); with a model name, the model's own input size and
+clip length. ``--size`` sets ``S``; ``--input-shape`` sets the full model input instead.
 
 torch counts a multiply-add as 2 FLOPs; mmaction2's zoo tables and fvcore report multiply-adds
 (MACs) and call them FLOPs, so both numbers are printed.
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
-def _model_from_target(args: argparse.Namespace) -> tuple[Any, str]:
+def _model_from_target(args: argparse.Namespace) -> tuple[Any, str, Any]:
     from omnisource.errors import ConfigError, InputError
     from omnisource.models import create_model
 
@@ -51,14 +53,25 @@ def _model_from_target(args: argparse.Namespace) -> tuple[Any, str]:
         overrides = dict(m.get("overrides") or {})
         num_classes = args.num_classes if args.num_classes is not None else m.get("num_classes")
         try:
-            return create_model(m["name"], num_classes=num_classes, **overrides), str(m["name"])
+            return create_model(m["name"], num_classes=num_classes, **overrides), str(m["name"]), cfg
         except ConfigError as err:
             if err.file is not None:
                 raise
             raise ConfigError(f"model: {err.message}", file=path) from None
     if args.overrides:
         raise InputError("--set needs a CONFIG file; pass a YAML recipe instead of a model name", file=target)
-    return create_model(target, num_classes=args.num_classes), target
+    return create_model(target, num_classes=args.num_classes), target, None
+
+
+def _config_view(cfg: Any) -> tuple[int, int] | None:
+    """(spatial size, frames per clip) the config's test preset feeds the model, or None."""
+    if cfg is None or not cfg.data.test.preset:
+        return None
+    from omnisource.commands.bench_infer import test_input_shape
+
+    shape = test_input_shape(cfg, num_clips=1, crops=1)
+    # 2D: [S*V, 3, H, W] per video; 3D: [V, 3, T, H, W]
+    return int(shape[-1]), int(shape[-3]) if len(shape) == 5 else 1
 
 
 def measure(model: Any, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -79,9 +92,11 @@ def measure(model: Any, shape: tuple[int, ...]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from omnisource.errors import InputError
 
-    model, name = _model_from_target(args)
+    model, name, cfg = _model_from_target(args)
     meta = model.meta
-    size = args.size or int(meta.get("input_size", 224))
+    view = _config_view(cfg)
+    size = args.size or (view[0] if view else int(meta.get("input_size", 224)))
+    clip_len = view[1] if view and meta["layout"] == "3d" else int(meta.get("clip_len") or 1)
     if args.input_shape:
         shape = tuple(args.input_shape)
         if meta["layout"] == "2d" and len(shape) != 5:
@@ -92,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     elif meta["layout"] == "2d":
         shape, views = (1, 1, int(meta.get("in_channels", 3)), size, size), 1
     else:
-        shape, views = (1, int(meta.get("in_channels", 3)), int(meta["clip_len"]), size, size), 1
+        shape, views = (1, int(meta.get("in_channels", 3)), clip_len, size, size), 1
     try:
         res = measure(model, shape)
     except RuntimeError as err:

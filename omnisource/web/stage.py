@@ -166,11 +166,17 @@ def _rec_get(rec: Any, key: str, default: Any = None) -> Any:
 
 
 def record_class(rec: Any) -> str:
-    """The class a record counts under in meta.json: its label, else its query label."""
+    """The class a record counts under in meta.json: its label, else its query label.
+
+    A soft label (a row of probabilities) counts under its argmax class -- keying the counts by
+    the probability string made every record its own "class" in meta.json and the report. A
+    multi-label record counts under its labels joined by commas."""
     lab = _rec_get(rec, "label")
     if lab is None:
         lab = _rec_get(rec, "query_label")
     if isinstance(lab, (list, tuple)):
+        if lab and any(isinstance(x, float) for x in lab):
+            return str(max(range(len(lab)), key=lambda i: lab[i]))
         return ",".join(str(x) for x in lab)
     return "none" if lab is None else str(lab)
 

@@ -46,3 +46,19 @@ def test_flops_errors(tmp_path: Path, capsys) -> None:
     assert "not found" in capsys.readouterr().err
     assert main(["flops", "tsn_r18_1x1x3_100e_kinetics400_rgb", "--input-shape", "1", "3", "32", "32"]) == 2
     assert "[N, S, 3, H, W]" in capsys.readouterr().err
+
+
+def test_flops_of_a_config_uses_its_test_input(tmp_path: Path, capsys) -> None:
+    """A 64-pixel 3D recipe is counted at 64 px and its clip length (224 before), as bench-infer."""
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("model:\n  name: slowonly_r50_4x16x1_256e_kinetics400_rgb\n  num_classes: 10\n"
+                   "  overrides:\n    base_channels: 8\n"
+                   "data:\n  test:\n    preset: slowonly_8x8x1_test\n"
+                   "    overrides: {clip_len: 6, scale: 72, test_crop_size: 64}\n")
+    res = _run_json(capsys, str(cfg))
+    assert res["input_shape"] == [1, 3, 6, 64, 64]
+    cfg2 = tmp_path / "tsn.yaml"
+    cfg2.write_text("model:\n  name: tsn_r50_1x1x3_100e_kinetics400_rgb\n  num_classes: 10\n"
+                    "  overrides: {base_channels: 8}\n"
+                    "data:\n  test:\n    preset: tsn_1x1x3_val\n    overrides: {scale: 72, test_crop_size: 64}\n")
+    assert _run_json(capsys, str(cfg2))["input_shape"] == [1, 1, 3, 64, 64]

@@ -297,3 +297,13 @@ def test_streams_in_bounded_chunks(toy, tmp_path):
     run_stage("toy", inp, tmp_path / "out", process, {"k": 1}, chunk_size=8, reader=reader, encode=mod.encode,
               progress=True)
     assert state["done"] == 50 and state["ahead"] <= 8
+
+
+def test_soft_labelled_records_count_under_their_argmax_class():
+    from types import SimpleNamespace
+
+    from omnisource.web.stage import record_class
+
+    assert record_class(SimpleNamespace(label=[0.2, 0.45383, 0.237412, 0.1], query_label=3)) == "1"
+    assert record_class({"label": None, "query_label": 2}) == "2"
+    assert record_class({"label": [1, 3]}) == "1,3"
