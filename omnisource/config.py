@@ -121,7 +121,7 @@ DEFAULTS: dict[str, Any] = {
     "dist": {
         "sync_bn": False,       # convert BatchNorm to SyncBatchNorm under DDP
         "backend": None,        # None: nccl on GPU, gloo on CPU
-        "find_unused_parameters": False,
+        "find_unused_parameters": False,  # DDP: allow parameters without gradient in a step (e.g. unused heads)
     },
     "sources": [],              # OPEN: multi-source training (issue 5); see omnisource.data.multisource
     "work_dir": None,           # None: work_dirs/<config stem>
@@ -156,14 +156,14 @@ NULLABLE_TYPES: dict[str, tuple[type, ...]] = {
 SOURCE_DEFAULTS: dict[str, Any] = {
     "name": None,           # unique source name (e.g. kinetics, web_images, insvideo)
     "ann_file": None,       # list / manifest of the source
-    "data_root": None,
+    "data_root": None,      # folder the source's paths are relative to
     "preset": None,         # pipeline preset (None: data.train.preset)
-    "format": None,
+    "format": None,         # list format (None: detected; manifests for filtered web data)
     "batch_size": None,     # clips per step from this source (None: data.batch_size)
     "loss_weight": 1.0,     # weight of this source's loss in the summed loss (paper Eq. 1)
     "resample": None,       # class re-sampling: none | power | {clip: N} | {power: p} (data.multisource)
     "inflate": None,        # image -> pseudo clip: still | translate | perspective (data.inflate)
-    "overrides": {},
+    "overrides": {},        # preset / dataset keyword overrides for this source
 }
 
 

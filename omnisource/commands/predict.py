@@ -49,6 +49,9 @@ def predict_video(video: str | Path, cfg, model, dev, *, num_clips=None, crops=N
     from omnisource.engine.metrics import average_clips
 
     video = Path(video)
+    if video.is_dir():
+        raise InputError("is a folder, not a video: give video files (a shell glob such as DIR/*.mp4 "
+                         "passes every video of a folder)", file=video)
     if not video.is_file():
         raise InputError("video not found", file=video)
     preset_name = cfg.data.test.preset

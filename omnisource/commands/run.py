@@ -18,7 +18,12 @@ query_label is the class (index or name) whose query found the sample; it may be
 Stages: world -> check -> teacher -> teacher-2d -> ingest -> dedup -> score/select (teacher
 filtering) -> untrimmed -> student (joint training) [-> unfiltered, only-* with --ablations]
 -> test. A finished stage is skipped on re-run; an interrupted one resumes. Writes
-W/results.json (measured numbers with seeds, stage status) and W/report/.
+W/results.json (measured numbers with seeds, stage status) and W/report/. Stages live in
+W/stages/<stage>/; a stage failing on bad input stops the run (one line, exit 2), an unexpected
+error too (one line, exit 1, traceback in W/stages/<stage>/error.log). One run per work dir.
+
+Every key of --config / --set, its default and meaning: docs/config.md (also in
+omnisource/pipeline/config.py, RUN_DEFAULTS).
 """
 from __future__ import annotations
 

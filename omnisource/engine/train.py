@@ -179,6 +179,9 @@ def build_split(cfg: Config, split: str, test_mode: bool, **extra: Any):
                           file=cfg.get("_source"))
     from omnisource.data.datasets import build_dataset
 
+    if not s.data_root:   # "" would read from the current folder: every sample missing, one by one
+        raise ConfigError(f"'data.{split}.data_root' is not set (the folder the paths of "
+                          f"{s.ann_file} are relative to; '.' for the current folder)", file=cfg.get("_source"))
     overrides = dict(s.overrides)
     overrides.update(extra)
     if s.format:
@@ -187,7 +190,7 @@ def build_split(cfg: Config, split: str, test_mode: bool, **extra: Any):
         overrides.setdefault("label_map", cfg.data.label_map)
     if cfg.data.get("index_store"):
         overrides.setdefault("index_store", cfg.data.index_store)
-    return build_dataset(s.ann_file, s.data_root or "", s.preset, test_mode=test_mode,
+    return build_dataset(s.ann_file, s.data_root, s.preset, test_mode=test_mode,
                          backend=cfg.data.backend, strict=cfg.data.strict, **overrides)
 
 

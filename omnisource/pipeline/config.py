@@ -23,37 +23,37 @@ RUN_DEFAULTS: dict[str, Any] = {
     "model": {                    # teacher and student video network (3D or 2D)
         # a zoo name; the demo's tiny SlowOnly-R18 (pipeline/tiny_models.py) carries the demo
         # recipe (8x2 frames, 40 px) in its metadata, which the web stages' teacher views use
-        "name": "tiny_slowonly_r18_8x2x1_omnisource_world",
-        "overrides": {},
+        "name": "tiny_slowonly_r18_8x2x1_omnisource_world",  # zoo name (omnisource.models.list_models())
+        "overrides": {},          # create_model(**overrides) of that model (e.g. depth, base_channels)
     },
     "image_teacher": {            # 2D network trained on target frames, scores web images
-        "name": "tiny_tsn_r18_1x1x3_omnisource_world",
-        "overrides": {},
-        "preset": "tsn_1x1x3_train",
-        "test_preset": "tsn_1x1x3_val",
+        "name": "tiny_tsn_r18_1x1x3_omnisource_world",  # zoo name of the 2D network
+        "overrides": {},          # create_model(**overrides) of that model
+        "preset": "tsn_1x1x3_train",    # its training pipeline (omnisource.data.presets)
+        "test_preset": "tsn_1x1x3_val",  # its scoring pipeline
         # short side 46 = 40 * 256 / 224: the teachers' test views resize like mmaction2 does
-        "preset_overrides": {"scale": 46, "crop_size": 40, "test_crop_size": 40},
-        "epochs": 20,
-        "batch_size": 16,
-        "lr": 0.02,
+        "preset_overrides": {"scale": 46, "crop_size": 40, "test_crop_size": 40},  # preset keyword overrides
+        "epochs": 20,             # training epochs of the 2D teacher
+        "batch_size": 16,         # its clips (frame sets) per step
+        "lr": 0.02,               # its learning rate (cosine schedule)
     },
-    "presets": {
-        "train": "slowonly_8x8x1_train",
-        "test": "slowonly_8x8x1_val",
+    "presets": {                  # data pipelines of the video teacher and students
+        "train": "slowonly_8x8x1_train",  # training pipeline (omnisource.data.presets)
+        "test": "slowonly_8x8x1_val",     # test pipeline (test stage, teacher scoring views)
         # tiny inputs for the demo: 8 frames every 2nd frame, short side 48, crops of 40
         "overrides": {"clip_len": 8, "frame_interval": 2, "scale": 46, "crop_size": 40,
                       "test_crop_size": 40},
     },
     "train": {                    # teacher (= target-only baseline) and every student run
-        "epochs": 40,
+        "epochs": 40,             # epochs over the target set (auxiliary sources cycle within them)
         "batch_size": 16,         # target clips per iteration
         "lr": 0.05,               # for `batch_size` clips per step (no scaling)
-        "weight_decay": 0.0005,
-        "warmup_epochs": 1,
+        "weight_decay": 0.0005,   # SGD weight decay
+        "warmup_epochs": 1,       # linear warm-up before the cosine schedule
         "num_workers": 2,         # DataLoader workers (shared by all sources of a joint run)
         "mixup_alpha": 0.0,       # intra-dataset mixup of the teacher / cross-dataset of students
         "step_mode": "joint",     # joint (one step on the summed loss) | alternate (mmaction2 0.x)
-        "max_iters_per_epoch": None,
+        "max_iters_per_epoch": None,  # cap iterations per epoch (smoke tests); None: the whole target set
     },
     "filter": {                   # teacher filtering (paper section 3.4)
         "threshold": None,        # global confidence threshold (None: rank rule only)
@@ -66,7 +66,7 @@ RUN_DEFAULTS: dict[str, Any] = {
         # (the 3D teacher is confidently wrong on some irrelevant clips of the query class): on
         # the demo, video pseudo-label precision 82/80/86% -> 83/85/87% for seeds 0/1/2.
         # [teacher] alone is the single-teacher filter.
-        "video_teachers": ["teacher", "teacher-2d"],
+        "video_teachers": ["teacher", "teacher-2d"],  # teachers averaged on web videos
     },
     # auxiliary sources of the student (absent lists are skipped). loss_weight None = batch
     # size / target batch size: the per-source mean losses then add up to the sum over all
@@ -86,13 +86,13 @@ RUN_DEFAULTS: dict[str, Any] = {
     },
     "untrimmed": {                # untrimmed -> clips (3D) / snippets (2D), paper section 3.5
         "window": 2.0,            # seconds per scored window (paper: 10 s on Kinetics)
-        "stride": 1.0,
-        "pos_threshold": 0.5,
-        "agree": True,
+        "stride": 1.0,            # seconds between window starts
+        "pos_threshold": 0.5,     # teacher probability of the query class that makes a window positive
+        "agree": True,            # the teacher's argmax must be the query class too
     },
     "dedup": {                    # remove web samples similar to target val (paper section 3.3)
-        "enabled": True,
-        "frames_per_video": 2,
+        "enabled": True,          # false: skip de-duplication
+        "frames_per_video": 2,    # frames of each video compared with target val frames
         # cosine threshold after whitening; None = the paper's crop calibration, which needs a
         # strong feature network (ImageNet ResNet-50). With the demo's tiny teacher as feature
         # network the calibrated threshold is far too low, so a fixed one is used.

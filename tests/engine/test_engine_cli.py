@@ -306,3 +306,17 @@ def test_a_configured_val_split_is_validated_unless_turned_off(tiny_project, tmp
                  "--no-validate"]) == 0
     modes = [json.loads(x)["mode"] for x in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert "val" not in modes
+
+
+def test_unset_data_root_and_a_folder_given_to_predict_are_one_clear_line(tiny_project, tmp_path, capsys):
+    from omnisource.models import create_model
+
+    root, cfg, _ = tiny_project
+    code = main(["train", str(cfg), "--work-dir", str(tmp_path / "a"), "--set", "data.train.data_root=null"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'data.train.data_root' is not set" in err and err.count("\n") == 1
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"state_dict": create_model("tsn_r50_1x1x3_100e_kinetics400_rgb", num_classes=2, depth=18,
+                                           base_channels=4).state_dict()}, ckpt)
+    assert main(["predict", str(root / "videos"), "--config", str(cfg), "--checkpoint", str(ckpt)]) == 2
+    assert "is a folder, not a video" in capsys.readouterr().err
