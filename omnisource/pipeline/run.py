@@ -660,7 +660,8 @@ class Pipeline:
             from omnisource.web.report import build_report
 
             index = build_report(self.work / "stages", self.work / "report",
-                                 label_map=self.class_names())
+                                 label_map=self.class_names(), order=list(self.stages),
+                                 results_page="results.html")
             results["report"] = str(index)
         except (ImportError, AttributeError) as err:
             results["report"] = None
@@ -801,29 +802,43 @@ def format_table2(results: dict[str, Any]) -> str:
 
 
 def results_html(results: dict[str, Any]) -> str:
-    import html
+    """``W/report/results.html``: the accuracy table, teacher filtering and stage status, styled
+    like the other report pages, numbers rounded; links back to the web-stage report."""
+    from omnisource.utils.html_report import escape, page, table
 
     def pct(v: Any) -> str:
-        return "" if v is None else f"{100 * v:.1f}"
+        return "n/a" if v is None else f"{100 * v:.1f}"
 
-    rows = "".join(f"<tr><td>{html.escape(r['description'])}</td><td>{pct(r['top1'])}</td>"
-                   f"<td>{pct(r['top5'])}</td></tr>" for r in results.get("table", []))
-    stages = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(s['status'])}</td><td>{s['seconds']}</td>"
-                     f"<td>{html.escape(s['reason'] or '')}</td></tr>" for n, s in results.get("stages", {}).items())
-    filt = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(json.dumps(v))}</td></tr>"
-                   for k, v in results.get("filtering", {}).items())
-    link = '<p><a href="index.html">web stages report</a></p>' if results.get("report") else ""
+    rows = [[r["description"], pct(r["top1"]), pct(r["top5"]), pct(r.get("mean_class_accuracy"))]
+            for r in results.get("table", [])]
+    filt = []
+    for src, f in (results.get("filtering") or {}).items():
+        prec = f.get("pseudo_label_precision")
+        filt.append([src, f.get("kept", ""), f.get("crawl_size", ""),
+                     "" if f.get("relevant_in_crawl") is None else f"{100 * f['relevant_in_crawl']:.0f}",
+                     "" if prec is None else f"{100 * prec:.0f}"])
+    stages = [[n, s["status"], f"{float(s.get('seconds') or 0):.1f}", s.get("reason") or ""]
+              for n, s in (results.get("stages") or {}).items()]
+    body = ["<h1>omnisource run: results</h1>",
+            f"<p>seed {escape(results.get('seed'))}, data {escape(results.get('data'))}, "
+            f"{float(results.get('seconds') or 0):.0f} s</p>"]
+    if results.get("report"):
+        body.append('<p><a href="index.html">web stages report</a> (counts, filtering, de-duplication, samples)</p>')
     tests = results.get("test_reports") or {}
     if tests:   # results.html sits in the work folder's report/
-        link += "<p>per-class test reports: " + ", ".join(
-            f'<a href="../{html.escape(p)}">{html.escape(n)}</a>' for n, p in tests.items()) + "</p>"
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>omnisource run</title></head><body>"
-            f"<h1>omnisource run: results</h1><p>seed {results.get('seed')}, data {html.escape(str(results.get('data')))},"
-            f" {results.get('seconds')} s</p>{link}<h2>Accuracy on target val (measured)</h2>"
-            f"<table border=1><tr><th>run</th><th>top-1 %</th><th>top-5 %</th></tr>{rows}</table>"
-            f"<h2>Teacher filtering</h2><table border=1>{filt}</table>"
-            f"<h2>Stages</h2><table border=1><tr><th>stage</th><th>status</th><th>s</th><th>note</th></tr>{stages}</table>"
-            f"</body></html>\n")
+        body.append("<p>per-class test reports: " + ", ".join(
+            f'<a href="../{escape(p)}">{escape(n)}</a>' for n, p in tests.items()) + "</p>")
+    for key, label in (("omnisource_gain_top1", "OmniSource vs target only"),
+                       ("unfiltered_gain_top1", "unfiltered web data vs target only")):
+        if results.get(key) is not None:
+            body.append(f"<p>{escape(label)}: <b>{100 * results[key]:+.1f}</b> top-1 points (measured)</p>")
+    body += ["<h2>Accuracy on target val (measured, %)</h2>",
+             table(["run", "top-1", "top-5", "mean class"], rows) if rows else "<p><i>no run was evaluated</i></p>",
+             "<h2>Teacher filtering</h2>",
+             table(["source", "kept", "crawled", "relevant in crawl %", "pseudo-label precision %"], filt)
+             if filt else "<p><i>no source was filtered</i></p>",
+             "<h2>Stages (pipeline order)</h2>", table(["stage", "status", "seconds", "note"], stages)]
+    return page("omnisource run: results", body)
 
 
 def run_pipeline(work_dir: str | Path, data_dir: str | Path | None = None, config: str | Path | None = None,

@@ -5,8 +5,8 @@ writes ``WORK_DIR/report/index.html`` plus PNGs and JPEG thumbnails beside it:
 
 * every stage: counts in / out / dropped (by reason), per source, per class;
 * filter: per-class counts before/after (the paper's Fig. 3), score histograms of kept and
-  rejected samples, grids of kept and rejected samples of one class (``--class``) with their
-  scores and labels;
+  rejected samples, grids of kept and rejected samples of every class (or of one, ``--class``)
+  with their scores and labels;
 * dedup: histogram of each web sample's best similarity against the threshold, and the
   suspected duplicate pairs side by side;
 * untrimmed: histograms of frame / window scores, kept samples.
@@ -40,8 +40,13 @@ class StageDir:
         return str(self.meta.get("stage", "?"))
 
 
-def find_stages(work_dir: Path) -> list[StageDir]:
-    """Finished stages under ``work_dir`` (sorted by path), skipping the report folder itself."""
+def find_stages(work_dir: Path, order: Sequence[str] | None = None) -> list[StageDir]:
+    """Finished stages under ``work_dir``, skipping the report folder itself.
+
+    Ordered as ``order`` lists their top folders under ``work_dir`` (``omnisource run`` passes
+    its pipeline order), else by when each stage finished (meta.json's time), so the page reads
+    in the order the work was done. A stage nested in another whose counts are the same (the
+    ingest runner's ``validate`` inside ``ingest``) is dropped: one section says it."""
     out = []
     for meta_path in sorted(work_dir.rglob("meta.json")):
         if "report" in meta_path.relative_to(work_dir).parts[:1] or ".work" in meta_path.parts:
@@ -53,7 +58,23 @@ def find_stages(work_dir: Path) -> list[StageDir]:
             continue
         if isinstance(meta, dict) and "stage" in meta and "counts" in meta:
             out.append(StageDir(meta_path.parent, meta))
-    return out
+
+    def top(st: StageDir) -> str:
+        parts = st.path.relative_to(work_dir).parts
+        return parts[1] if len(parts) > 1 and parts[0] == "stages" else (parts[0] if parts else "")
+
+    def key(st: StageDir) -> tuple:
+        rank = list(order).index(top(st)) if order and top(st) in order else len(order or ())
+        return (rank, (st.path / "meta.json").stat().st_mtime, str(st.path))
+
+    out.sort(key=key)
+    keep = []
+    for st in out:
+        same = [o for o in out if o is not st and o.meta.get("counts") == st.meta.get("counts")
+                and o.path in st.path.parents]
+        if not same:
+            keep.append(st)
+    return keep
 
 
 def _jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -94,11 +115,20 @@ def _hist(writer: Writer, name: str, series: dict[str, list[float]], title: str,
     return writer.png(name, fig)
 
 
+def _seconds(v: Any) -> str:
+    try:
+        return f"{float(v):.1f} s"
+    except (TypeError, ValueError):
+        return "?"
+
+
 def _counts_html(meta: dict[str, Any], class_names: Sequence[str] | None, max_classes: int = 30) -> str:
     c = meta["counts"]
+    reasons = c["dropped"].get("by_reason", {}) or {}
+    why = ", ".join(f"{_e(k)} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]))
     parts = [f"<p>in <b>{c['in']['total']}</b> &rarr; out <b>{c['out']['total']}</b>, dropped "
-             f"<b>{c['dropped']['total']}</b> {_e(json.dumps(c['dropped'].get('by_reason', {})))}; "
-             f"{_e(meta.get('wall_time_s', '?'))} s</p>"]
+             f"<b>{c['dropped']['total']}</b>{' (' + why + ')' if why else ''}; "
+             f"{_seconds(meta.get('wall_time_s'))}</p>"]
     srcs = sorted(set(c["in"]["by_source"]) | set(c["out"]["by_source"]))
     parts.append(_table(["source", "in", "out"], [[s, c["in"]["by_source"].get(s, 0), c["out"]["by_source"].get(s, 0)]
                                                   for s in srcs]))
@@ -141,16 +171,19 @@ def _filter_section(w: Writer, st: StageDir, k: int, cls: int | None, names: Seq
     rejected = [r for r in _jsonl(st.path / "dropped.jsonl") if r.get("extra", {}).get("score") is not None]
     parts = []
     csvp = st.path / "class_counts.csv"
-    if csvp.is_file():
+    from omnisource.web.filter import class_count_png, class_count_rows
+
+    if csvp.is_file():          # written by `omnisource filter` (query counts of the crawl)
         import csv
 
         with open(csvp, encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-        from omnisource.web.filter import class_count_png
-
+            rows = [{**r, "before": int(r["before"]), "after": int(r["after"])} for r in csv.DictReader(fh)]
+    else:                       # from the stage's own counts: scored (by query) -> kept (by label)
+        c = st.meta["counts"]
+        rows = class_count_rows(c["in"].get("by_class", {}), c["out"].get("by_class", {}), names)
+    if rows:
         name = f"s{k}_class_counts.png"
-        w.png_bytes(name, class_count_png(
-            [{**r, "before": int(r["before"]), "after": int(r["after"])} for r in rows], "per-class counts"))
+        w.png_bytes(name, class_count_png(rows, "per-class counts"))
         parts.append(f'<h3>Per-class counts before / after filtering</h3><img src="{name}">')
     by_src: dict[str, list[float]] = {}
     for r in kept:
@@ -161,20 +194,36 @@ def _filter_section(w: Writer, st: StageDir, k: int, cls: int | None, names: Seq
     if h:
         parts.append(f'<h3>Score histograms</h3><img src="{h}">')
     if cls is not None:
-        ks = sorted([r for r in kept if r.get("label") == cls or (isinstance(r.get("label"), list) and
-                                                                   int(np.argmax(r["label"])) == cls)],
-                    key=lambda r: -float(r.get("score") or 0))[:n]
-        rs = sorted([r for r in rejected if r.get("query_label") == cls or r["extra"].get("label") == cls],
-                    key=lambda r: -float(r["extra"]["score"]))[:n]
-        cname = _name(cls, names)
-        parts.append(f"<h3>Kept samples of class {cls} ({_e(cname)})</h3>")
-        parts.append(w.grid([(_media(root, r["path"]), r, f"{r.get('score', 0):.3f} label {_label_text(r)} "
-                                                             f"q {r.get('query_label')}") for r in ks]))
-        parts.append(f"<h3>Rejected samples of class {cls} ({_e(cname)})</h3>")
+        classes, per = [cls], n
+    else:   # every class of the crawl, a few samples each (the most confident kept / rejected)
+        classes = sorted({int(r["query_label"]) for r in kept + rejected
+                          if isinstance(r.get("query_label"), int)})[:max_grid_classes]
+        per = max(1, min(n, 6))
+    for c in classes:
+        ks = sorted([r for r in kept if _hard(r.get("label")) == c],
+                    key=lambda r: -float(r.get("score") or 0))[:per]
+        rs = sorted([r for r in rejected if r.get("query_label") == c or r["extra"].get("label") == c],
+                    key=lambda r: -float(r["extra"]["score"]))[:per]
+        cname = _name(c, names)
+        parts.append(f"<h3>Class {c} ({_e(cname)}): kept</h3>")
+        parts.append(w.grid([(_media(root, r["path"]), r, f"{float(r.get('score') or 0):.3f} label {_label_text(r)} "
+                                                            f"q {r.get('query_label')}") for r in ks])
+                     if ks else "<p><i>none kept</i></p>")
+        parts.append(f"<h3>Class {c} ({_e(cname)}): rejected</h3>")
         parts.append(w.grid([(_media(root, r["path"]), {"kind": _kind_guess(r["path"])},
-                                f"{r['extra']['score']:.3f} teacher {r['extra'].get('label')} q {r.get('query_label')} "
-                                f"[{r.get('reason')}]") for r in rs]))
+                                f"{float(r['extra']['score']):.3f} teacher {r['extra'].get('label')} "
+                                f"q {r.get('query_label')} [{r.get('reason')}]") for r in rs])
+                     if rs else "<p><i>none rejected</i></p>")
     return "\n".join(parts)
+
+
+max_grid_classes = 40   # classes with sample grids on the default page (--class shows any one)
+
+
+def _hard(lab: Any) -> int | None:
+    if isinstance(lab, list):
+        return int(np.argmax(lab)) if lab else None
+    return None if lab is None else int(lab)
 
 
 def _label_text(r: dict[str, Any]) -> str:
@@ -242,8 +291,11 @@ def _untrimmed_section(w: Writer, st: StageDir, k: int, n: int) -> str:
 
 
 def build_report(work_dir: str | Path, out_dir: str | Path | None = None, class_index: int | None = None,
-                 label_map: Sequence[str] | None = None, max_items: int = 24) -> Path:
-    """Write the report; returns the path of index.html."""
+                 label_map: Sequence[str] | None = None, max_items: int = 24,
+                 order: Sequence[str] | None = None, results_page: str | None = None) -> Path:
+    """Write the report; returns the path of index.html. ``order``: stage folders in pipeline
+    order (see :func:`find_stages`); ``results_page``: a page beside index.html to link first
+    (``omnisource run``'s accuracy table, results.html)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -251,8 +303,10 @@ def build_report(work_dir: str | Path, out_dir: str | Path | None = None, class_
     out = Path(out_dir) if out_dir is not None else work_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     w = Writer(out)
-    stages = find_stages(work_dir)
-    body = [f"<h1>omnisource report: {_e(work_dir)}</h1>",
+    stages = find_stages(work_dir, order)
+    link = (f'<p><a href="{_e(results_page)}"><b>Accuracy of every trained run</b></a> (the table of '
+            f'results.json, per-class test pages)</p>' if results_page else "")
+    body = [f"<h1>omnisource report: {_e(work_dir)}</h1>" + link,
             f"<p>{len(stages)} finished stages"
             + (f"; samples shown for class {class_index} ({_e(_name(class_index, label_map))})"
                if class_index is not None else "") + "</p>"]

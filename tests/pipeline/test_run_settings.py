@@ -116,3 +116,17 @@ def test_soft_labels_per_source_and_their_hard_label():
     assert _hard_label(SimpleNamespace(label=[0.1, 0.7, 0.2])) == 1
     assert _hard_label(SimpleNamespace(label=3)) == 3
     assert _hard_label(SimpleNamespace(label=[2])) == 2
+
+
+def test_results_page_is_styled_and_rounded():
+    from omnisource.pipeline.run import results_html
+
+    html = results_html({"seed": 0, "data": "d", "seconds": 61.2345, "report": "x",
+                         "table": [{"description": "target only", "top1": 0.7751234, "top5": None,
+                                    "mean_class_accuracy": 0.70001}],
+                         "filtering": {"web_videos": {"kept": 12, "crawl_size": 20, "relevant_in_crawl": 0.4,
+                                                      "pseudo_label_precision": 0.16666}},
+                         "stages": {"check": {"status": "done", "seconds": 5.886230945587158, "reason": None}},
+                         "omnisource_gain_top1": 0.0625})
+    assert "<style>" in html and "77.5" in html and "n/a" in html and "5.9" in html and "+6.2" in html
+    assert "5.886230945587158" not in html and "0.7751234" not in html and '<a href="index.html">' in html

@@ -66,8 +66,10 @@ def make_run(tmp: Path) -> Path:
 
 def test_report_renders_and_references_existing_files(tmp_path):
     work = make_run(tmp_path)
-    names = [s.name for s in find_stages(work)]
-    assert names == ["dedup", "dedup-target-features", "filter-select"]
+    names = [s.name for s in find_stages(work)]     # in the order they finished
+    assert names == ["filter-select", "dedup-target-features", "dedup"]
+    order = [s.name for s in find_stages(work, order=["dedup", "filter"])]   # a pipeline's order
+    assert order[-1] == "filter-select"
     index = build_report(work, class_index=1, label_map=["run", "jump"], max_items=10)
     html = index.read_text()
     refs = re.findall(r'src="([^"]+)"', html)
@@ -77,7 +79,8 @@ def test_report_renders_and_references_existing_files(tmp_path):
         if r.endswith(".png"):
             assert (index.parent / r).read_bytes()[:4] == b"\x89PNG"
     # kept and rejected grids of class 1 with their scores; duplicate pairs side by side
-    assert "Kept samples of class 1 (jump)" in html and "Rejected samples of class 1 (jump)" in html
+    assert "Class 1 (jump): kept" in html and "Class 1 (jump): rejected" in html
+    assert "Class 0 (run)" not in html                                  # --class shows that class only
     kept_scores = [f"{0.1 + 0.09 * i:.3f}" for i in (5, 7, 9)]
     assert all(s in html for s in kept_scores)
     assert "0.370 teacher 1 q 1 [low_score]" in html                   # 3.jpg rejected
@@ -87,6 +90,25 @@ def test_report_renders_and_references_existing_files(tmp_path):
     assert pairs_table.count("<tr>") == 1 + len(pairs)                  # header + one row per pair
     assert all(f"{p['score']:.4f}" in pairs_table for p in pairs)
     assert not list((index.parent).glob(".*.tmp"))                      # atomic writes left no temp files
+
+
+def test_default_report_shows_every_class_counts_plot_and_links_results(tmp_path):
+    work = make_run(tmp_path)
+    index = build_report(work, label_map=["run", "jump"], results_page="results.html")
+    html = index.read_text()
+    assert "Class 0 (run): kept" in html and "Class 1 (jump): rejected" in html
+    assert "Per-class counts before / after filtering" in html          # drawn from the stage's counts
+    assert '<a href="results.html">' in html
+
+
+def test_a_nested_stage_with_the_same_counts_is_one_section(tmp_path):
+    import shutil
+
+    work = make_run(tmp_path)
+    nested = work / "filter" / "validate"
+    shutil.copytree(work / "filter", nested, ignore=shutil.ignore_patterns("validate"))
+    names = [s.path for s in find_stages(work)]
+    assert work / "filter" in names and nested not in names
 
 
 def test_report_cli(tmp_path):
