@@ -36,9 +36,9 @@ class WorkDirLock:
     Raises :class:`ConfigError` at entry when another process (or another lock object in this
     one) holds the folder, naming the holder and exiting the CLI with status 2."""
 
-    def __init__(self, work_dir: str | Path, what: str = "omnisource"):
+    def __init__(self, work_dir: str | Path, what: str = "omnisource", name: str = LOCK_NAME):
         self.dir = Path(work_dir)
-        self.path = self.dir / LOCK_NAME
+        self.path = self.dir / name
         self.what = what
         self._fd: int | None = None
 

@@ -396,6 +396,22 @@ def run_stage(
         barrier_timeout: seconds rank 0 (and the others) wait for the rest when sharded.
         keep_work: keep ``output_dir/.work`` after finishing (debugging).
     """
+    from omnisource.utils.lock import WorkDirLock
+
+    # one process per (stage folder, rank): a second run of this stage into the same folder
+    # stops at once, naming the holder, instead of interleaving journals
+    rank, _ = dist_info()
+    with WorkDirLock(output_dir, what=f"stage {name} (rank {rank})", name=f".lock-rank{rank}"):
+        return _run_stage(name, input_manifest, output_dir, process_fn, config, chunk_size=chunk_size,
+                          strict=strict, reader=reader, encode=encode, header_lines=header_lines,
+                          progress=progress, force=force, barrier_timeout=barrier_timeout, keep_work=keep_work)
+
+
+def _run_stage(name: str, input_manifest: str | Path, output_dir: str | Path,
+               process_fn: Callable[[list[Any]], Sequence[Any]], config: dict[str, Any], *, chunk_size: int,
+               strict: bool, reader: Callable[[Path], Iterable[Any]] | None, encode: Callable[[Any], str] | None,
+               header_lines: Sequence[str] | None, progress: bool | None, force: bool,
+               barrier_timeout: float, keep_work: bool) -> StageResult:
     t_start = time.time()
     input_manifest = Path(input_manifest)
     output_dir = Path(output_dir)

@@ -307,3 +307,18 @@ def test_soft_labelled_records_count_under_their_argmax_class():
     assert record_class(SimpleNamespace(label=[0.2, 0.45383, 0.237412, 0.1], query_label=3)) == "1"
     assert record_class({"label": None, "query_label": 2}) == "2"
     assert record_class({"label": [1, 3]}) == "1,3"
+
+
+def test_a_second_run_of_a_stage_into_the_same_folder_is_refused(toy, tmp_path):
+    """Stage folders are locked per rank: the second run says who holds it (ConfigError, exit 2)."""
+    from omnisource.errors import ConfigError
+    from omnisource.utils.lock import WorkDirLock
+
+    mod, _ = toy
+    inp = _write_input(tmp_path / "in.jsonl", 10)
+    out = tmp_path / "out"
+    with WorkDirLock(out, what="stage toy (rank 0)", name=".lock-rank0"):
+        with pytest.raises(ConfigError, match=r"in use by stage toy \(rank 0\)"):
+            _run(mod, inp, out)
+    res = _run(mod, inp, out)            # free again
+    assert res.meta["counts"]["out"]["total"] > 0
