@@ -96,6 +96,25 @@ RESUME_HINTS = {
 }
 
 
+def _interrupt_in_chain(err: BaseException) -> KeyboardInterrupt | None:
+    seen = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _interrupted(command: str, err: KeyboardInterrupt) -> int:
+    term = isinstance(err, Terminated)
+    hint = RESUME_HINTS.get(command, "run the same command again")
+    print(f"omnisource {command}: interrupted ({'SIGTERM' if term else 'SIGINT'}); {hint}",
+          file=sys.stderr, flush=True)
+    return 143 if term else 130
+
+
 def _install_sigterm() -> None:
     try:
         signal.signal(signal.SIGTERM, _on_sigterm)
@@ -123,11 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"omnisource {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        term = isinstance(err, Terminated)
-        hint = RESUME_HINTS.get(args.command, "run the same command again")
-        print(f"omnisource {args.command}: interrupted ({'SIGTERM' if term else 'SIGINT'}); {hint}",
-              file=sys.stderr, flush=True)
-        return 143 if term else 130
+        return _interrupted(args.command, err)
+    except Exception as err:
+        # an interrupt that landed inside a library call which then failed while unwinding
+        # (torch.save's zip writer raises "unexpected pos" when its write is cut): still an
+        # interruption, not a crash -- the atomic writers have already removed their temporary
+        stop = _interrupt_in_chain(err)
+        if stop is None:
+            raise
+        return _interrupted(args.command, stop)
     finally:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

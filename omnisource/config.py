@@ -443,8 +443,8 @@ def _check_type(dotted: str, default: Any, value: Any, file: str) -> Any:
         raise bad(f"a {type(default).__name__}")
     if dotted in NULLABLE_TYPES:
         types = NULLABLE_TYPES[dotted]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise bad(" or ".join(t.__name__ for t in types))
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise bad(" or ".join("true or false" if t is bool else t.__name__ for t in types))
         return float(value) if float in types and not isinstance(value, int) else value
     if isinstance(default, bool):
         if not isinstance(value, bool):

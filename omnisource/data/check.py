@@ -80,6 +80,9 @@ def _init_worker(ds: ClipDataset, pool_process: bool = True, quick: bool = False
     _DS, _QUICK = ds, quick
     if not pool_process:
         return
+    from omnisource.data.workers import ignore_sigterm
+
+    ignore_sigterm()   # the main process handles it and ends the pool
     try:
         import torch
 

@@ -15,6 +15,7 @@ all need the same two things, and getting them subtly different is how workers h
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 
@@ -29,11 +30,52 @@ def configure_opencv() -> None:
         cv2.setNumThreads(1)
 
 
+def ignore_sigterm() -> None:
+    """In a worker process: leave SIGTERM to the main process.
+
+    A SIGTERM sent to the whole process group (a scheduler ending a job, ``timeout``, ``kill
+    -TERM -PGID``) used to kill the DataLoader workers first, and the main process died with
+    torch's "DataLoader worker is killed by signal: Terminated" traceback instead of its own
+    "interrupted; resume with ..." line. The main process stops its workers as it unwinds; a
+    worker whose parent is gone exits by itself (torch's worker loop watches the parent)."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except (ValueError, OSError):  # pragma: no cover - not the main thread of the process
+        pass
+    sys.excepthook = _quiet_resource_sharer(sys.excepthook)
+
+
+def _from_resource_sharer(exc_type: type, tb) -> bool:
+    if not issubclass(exc_type, (OSError, EOFError)):
+        return False
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith("resource_sharer.py"):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _quiet_resource_sharer(default):
+    """A ``sys.excepthook`` that drops one traceback: multiprocessing's fd-sharing thread
+    (``resource_sharer._serve``, which reports through ``sys.excepthook``) in a worker hitting
+    a closed connection because the main process has gone -- seen printing ConnectionResetError
+    / BrokenPipeError after an interrupted run's own message. Everything else goes to ``default``."""
+    def hook(exc_type, exc, tb):
+        if _from_resource_sharer(exc_type, tb):
+            return
+        default(exc_type, exc, tb)
+
+    return hook
+
+
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed global RNGs, one torch thread. Never touches cv2
-    (see the module docstring: the parent already made it single-threaded)."""
+    """DataLoader ``worker_init_fn``: seed global RNGs, one torch thread, SIGTERM ignored. Never
+    touches cv2 (see the module docstring: the parent already made it single-threaded)."""
     import torch
 
+    ignore_sigterm()
     info = torch.utils.data.get_worker_info()
     seed = (info.seed if info is not None else torch.initial_seed() + worker_id) % (2**32)
     np.random.seed(seed)

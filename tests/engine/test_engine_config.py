@@ -182,3 +182,11 @@ def test_a_wrong_type_names_its_line_or_blames_set(tmp_path):
     f.write_text("model:\n  name: tsn_r50_1x1x3_100e_kinetics400_rgb\n")
     with pytest.raises(ConfigError, match=r"^--set: 'schedule.epochs' must be an integer, got 'abc'"):
         load_config(f, ["schedule.epochs=abc"])
+
+
+def test_train_validate_is_true_false_or_null():
+    assert load_config(None, ["train.validate=false"]).train.validate is False
+    assert load_config(None, ["train.validate=true"]).train.validate is True
+    assert load_config(None).train.validate is None
+    with pytest.raises(ConfigError, match="'train.validate' must be true or false"):
+        load_config(None, ["train.validate=3"])

@@ -130,3 +130,50 @@ def test_sigterm_prints_the_same_message_and_hint_as_ctrl_c(tmp_path):
         out, err = p.communicate(timeout=30)
         assert p.returncode == status, err
         assert err.strip() == f"omnisource probe: interrupted ({name}); run the same command again", err
+
+
+def test_an_interrupt_turned_into_a_library_error_is_still_an_interruption(capsys, monkeypatch):
+    """SIGTERM inside torch.save made its zip writer raise RuntimeError('unexpected pos') while
+    unwinding: the chain still holds the interrupt, so the one message and 143 follow."""
+    from omnisource import cli
+    import omnisource.commands.probe as m
+
+    def cut(args):
+        try:
+            raise cli.Terminated()
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 347392 vs 347288")
+
+    monkeypatch.setattr(m, "run", cut)
+    assert cli.main(["probe", "x"]) == 143
+    assert capsys.readouterr().err.strip() == "omnisource probe: interrupted (SIGTERM); run the same command again"
+
+
+def test_workers_leave_sigterm_to_the_main_process_and_hush_the_fd_sharer():
+    import signal
+    import sys as _sys
+
+    from omnisource.data import workers
+
+    seen = []
+    hook = workers._quiet_resource_sharer(lambda *a: seen.append(a[0]))
+
+    def raise_in(filename):
+        code = compile("raise BrokenPipeError(32, 'Broken pipe')", filename, "exec")
+        try:
+            exec(code, {})
+        except BrokenPipeError:
+            return _sys.exc_info()
+
+    hook(*raise_in("/usr/lib/python3.11/multiprocessing/resource_sharer.py"))
+    assert seen == []                               # the fd-sharing thread's broken pipe: dropped
+    hook(*raise_in("/work/omnisource/x.py"))
+    assert seen == [BrokenPipeError]                # anything else still reported
+    old = signal.getsignal(signal.SIGTERM)
+    old_hook = _sys.excepthook
+    try:
+        workers.ignore_sigterm()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        _sys.excepthook = old_hook
