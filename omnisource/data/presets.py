@@ -233,6 +233,10 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     # C2D (c2d_r50-in1k-pre_8xb32-{8x8x1,16x4x1}-100e): TSN-style crops; test at short side 224
     "c2d_8x8x1": _3d(8, 8, "msc", test=dict(scale=224)),
     "c2d_16x4x1": _3d(16, 4, "msc", test=dict(scale=224)),
+    # C2D without temporal pooling (c2d_r50-in1k-pre-nopool_8xb32-8x8x1-100e): the same clips,
+    # formatted NCHW for a TSN-style 2D model (every frame is a segment)
+    "c2d_nopool_8x8x1": _family("2d", 8, 8, 1, "msc", val_clips=1, test_clips=10, test_crop="three",
+                                test=dict(scale=224)),
     # SlowOnly (slowonly_r50_8xb16-{4x16x1,8x8x1}-256e_kinetics400-rgb)
     "slowonly_4x16x1": _3d(4, 16),
     "slowonly_8x8x1": _3d(8, 8),

@@ -7,7 +7,6 @@ views are then combined with :func:`omnisource.engine.metrics.average_clips`.
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Iterable
 
 import numpy as np
@@ -16,14 +15,8 @@ import torch
 from omnisource.engine.distributed import gather_ordered
 from omnisource.engine.logging_utils import progress
 from omnisource.engine.metrics import average_clips, evaluate_scores
-
-
-def autocast_context(device: torch.device, amp: str):
-    """``torch.autocast`` for ``amp`` in {'none', 'bf16', 'fp16'} on ``device``."""
-    if amp in (None, "none"):
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+from omnisource.engine.modeling import (apply_memory_format, autocast_context,  # noqa: F401  (re-exported)
+                                         load_config_and_model)
 
 
 def _label_value(label: Any) -> Any:
@@ -97,55 +90,6 @@ def compute_metrics(scores: np.ndarray, labels: list, metrics=("top_k_accuracy",
 
 
 CROP_NAMES = {1: "center", 3: "three", 10: "ten"}
-
-
-def load_config_and_model(config: str, checkpoint: str | None, *, sets=None, device: str | None = None,
-                          fuse_conv_bn: bool = False, channels_last: Any = None):
-    """(cfg, model on device in eval mode) for test / predict / bench-infer; ``fuse_conv_bn``
-    folds the BatchNorms into their convolutions (:mod:`omnisource.models.fusion`);
-    ``channels_last`` overrides ``train.channels_last`` (auto | True | False). What was done is
-    recorded in ``model.meta`` (``fused_conv_bn``, ``channels_last``) for the commands to report."""
-    from omnisource.config import load_config
-    from omnisource.engine.train import build_model
-
-    cfg = load_config(config, sets)
-    if checkpoint:
-        # the checkpoint has every weight: don't require the recipe's initialisation files
-        cfg.model.pretrained = None
-        cfg.model.overrides.pop("pretrained", None)
-    model = build_model(cfg)
-    if checkpoint:
-        from omnisource.models import load_checkpoint
-
-        load_checkpoint(model, checkpoint, strict=True)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(dev).eval()
-    done: dict[str, Any] = {"fused_conv_bn": 0}
-    if fuse_conv_bn:
-        from omnisource.models.fusion import fuse_conv_bn as fuse
-
-        done["fused_conv_bn"] = fuse(model)
-    setting = cfg.train.channels_last if channels_last is None else channels_last
-    done["channels_last"] = apply_memory_format(model, setting, dev)
-    if isinstance(getattr(model, "meta", None), dict):
-        model.meta.update(done)
-    return cfg, model, dev
-
-
-def apply_memory_format(model: torch.nn.Module, setting: Any, device: torch.device) -> bool:
-    """Switch ``model`` to NHWC / NDHWC as ``train.channels_last`` says (``auto``: see
-    :func:`omnisource.engine.train.use_channels_last`); returns whether it did.
-
-    Why test / predict / bench-infer follow the training setting: the layout that speeds up a
-    training step speeds up inference too (a validation pass during training already runs in it),
-    and scores agree with the contiguous layout to float rounding (tests/models/test_memory_format.py)."""
-    from omnisource.engine.train import model_layout, use_channels_last
-
-    layout = model_layout(model)
-    on = use_channels_last(model, layout, device) if setting == "auto" else bool(setting)
-    if on:
-        model.to(memory_format=torch.channels_last if layout == "2d" else torch.channels_last_3d)
-    return on
 
 
 def test_preset_overrides(cfg, num_clips: int | None = None, crops: int | None = None) -> dict:

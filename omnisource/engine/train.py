@@ -35,7 +35,9 @@ from omnisource.config import Config, derive, save_resolved
 from omnisource.engine import checkpoint_io as ckio
 from omnisource.engine.distributed import (DistInfo, all_reduce_mean, average_buffers, barrier,
                                            init_distributed)
-from omnisource.engine.evaluate import apply_memory_format, autocast_context, compute_metrics, run_inference
+from omnisource.engine.evaluate import compute_metrics, run_inference
+from omnisource.engine.modeling import (apply_memory_format, autocast_context, build_model,  # noqa: F401
+                                         model_layout, model_num_classes, use_channels_last)
 from omnisource.engine.hardware import cpu_bf16_support
 from omnisource.engine.loaders import TrainLoader, eval_loader
 from omnisource.engine.logging_utils import RunLogger, progress
@@ -68,23 +70,6 @@ def set_deterministic(flag: bool) -> None:
     torch.backends.cudnn.benchmark = not flag
 
 
-def model_layout(model: nn.Module) -> str:
-    meta = getattr(model, "meta", None) or {}
-    return meta.get("layout", "2d")
-
-
-def model_num_classes(model: nn.Module, cfg: Config | None = None) -> int:
-    meta = getattr(model, "meta", None) or {}
-    if meta.get("num_classes"):
-        return int(meta["num_classes"])
-    if cfg is not None and cfg.model.num_classes:
-        return int(cfg.model.num_classes)
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not last:
-        raise ConfigError("cannot tell the model's number of classes; set model.num_classes")
-    return last[-1].out_features
-
-
 def check_label_map(cfg: Config, num_classes: int, warn: bool = True) -> None:
     """The model's classes against ``data.label_map``, before any batch is drawn.
 
@@ -106,34 +91,6 @@ def check_label_map(cfg: Config, num_classes: int, warn: bool = True) -> None:
                     num_classes, lm, len(names), num_classes - len(names))
 
 
-def use_channels_last(model: nn.Module, layout: str, device: torch.device | str | None = None) -> bool:
-    """``train.channels_last: auto``: NHWC for 2D networks of real width, NDHWC for 3D ones
-    on a CPU with AVX-512.
-
-    2D nets: oneDNN / cuDNN have fast NHWC convolutions (TSN-R50 training step, fp32, batch 2,
-    2 threads: about 1.25x on an AVX2 AMD EPYC, 1.17x on an AVX-512 Xeon, back to back). 3D nets:
-    oneDNN's fast NDHWC kernels are an AVX-512 path. On the Xeon (AVX-512 + AMX), fp32 steps with
-    channels_last_3d against NCDHW: SlowOnly-R50 1.11-1.21x, I3D-R50 (8 frames) 1.05x, C2D-R50
-    1.38x; SlowOnly-R50 in bf16 autocast 1.77x (2.08 -> 3.68 samples/s). On the AVX2 EPYC a
-    SlowOnly-R50 step measured 0.93x (interleaved, loaded machine), so there they stay NCDHW.
-    On GPU 3D nets stay NCDHW too (cuDNN's fp32 3D convolutions gain little from it; not
-    measured here). ``train.channels_last: true`` forces it anywhere
-    (tests/models/test_memory_format.py checks it computes the same). Tiny debug networks
-    (narrowest conv < 16 channels) gain nothing, and torch 2.13's CPU backward was seen to
-    corrupt the heap for a ResNet-18 with 4-channel stages in NHWC on one thread.
-    """
-    from omnisource.engine.hardware import cpu_has_avx512
-
-    conv = nn.Conv2d if layout == "2d" else nn.Conv3d
-    widths = [m.out_channels for m in model.modules() if isinstance(m, conv)]
-    if not widths or min(widths) < 16:
-        return False
-    if layout == "2d":
-        return True
-    on_cpu = device is None or torch.device(device).type == "cpu"
-    return layout == "3d" and on_cpu and cpu_has_avx512()
-
-
 def compile_for_training(net: nn.Module, dev: torch.device, source: Any = None) -> nn.Module:
     """``train.compile: true``: wrap the training module in ``torch.compile`` (inductor).
 
@@ -150,23 +107,6 @@ def compile_for_training(net: nn.Module, dev: torch.device, source: Any = None) 
     if problem is not None:
         raise ConfigError(f"train.compile: {problem} (or set train.compile: false)", file=source)
     return torch.compile(net)
-
-
-def build_model(cfg: Config) -> nn.Module:
-    """``create_model(cfg.model.name, ...)`` plus optional pretrained weights."""
-    from omnisource import models
-
-    if not cfg.model.name:
-        raise ConfigError("'model.name' is required", file=cfg.get("_source"))
-    try:
-        model = models.create_model(cfg.model.name, num_classes=cfg.model.num_classes,
-                                    **dict(cfg.model.overrides))
-    except KeyError as err:
-        raise ConfigError(f"unknown model {cfg.model.name!r}: {err}", file=cfg.get("_source")) from None
-    if cfg.model.pretrained:
-        models.load_checkpoint(model, cfg.model.pretrained, strict=True,
-                               reset_head=cfg.model.reset_head)
-    return model
 
 
 def build_split(cfg: Config, split: str, test_mode: bool, **extra: Any):
@@ -571,39 +511,57 @@ def _replaced_reads(sources: dict[str, dict], key: str = "skipped") -> int:
 
 def _forward_backward(net: nn.Module, sources: dict[str, dict], tcfg: Config, dev: torch.device,
                       accum: int, step_now: bool, scaler) -> tuple[float, dict]:
-    """Weighted sum of per-source losses; one forward when all sources have the same shape."""
+    """Weighted sum of per-source losses; one forward when all sources have the same shape.
+
+    The recognizer returns a dict of losses (``net(x, loss_fn=fn)``: ``loss_cls`` and whatever
+    auxiliary heads add); ``fn(scores, head)`` is this batch's criterion -- each source's rows
+    get their own targets (hard, soft or mixed), weight and label smoothing -- so an auxiliary
+    head's scores are scored against the same targets. Every ``loss_*`` term is summed and
+    logged."""
     names = list(sources)
     shapes = {tuple(sources[n]["inputs"].shape[1:]) for n in names}
     weights = {n: float(sources[n].get("weight", 1.0)) for n in names}
     logs: dict[str, float] = {}
     no_sync = getattr(net, "no_sync", None)
-
-    def fwd(x: torch.Tensor) -> torch.Tensor:
-        return net(x)
-
     groups = [names] if len(shapes) == 1 else [[n] for n in names]
     total = 0.0
     for gi, group in enumerate(groups):
         last_group = gi == len(groups) - 1
         sizes = [sources[n]["inputs"].shape[0] for n in group]
         x = torch.cat([sources[n]["inputs"] for n in group]) if len(group) > 1 else sources[group[0]]["inputs"]
-        ctx = no_sync() if (no_sync is not None and (not step_now or not last_group)) else _null()
-        with ctx:
-            with autocast_context(dev, tcfg.amp):
-                logits = fwd(x)
-            rows_per = logits.shape[0] // x.shape[0]
-            loss = logits.new_zeros((), dtype=torch.float32)
+
+        def loss_fn(scores: torch.Tensor, head: str, group=group, sizes=sizes, x=x) -> torch.Tensor:
+            rows_per = scores.shape[0] // x.shape[0]
+            loss = scores.new_zeros((), dtype=torch.float32)
             start = 0
             for n, size in zip(group, sizes):
-                part = logits[start * rows_per:(start + size) * rows_per]
+                part = scores[start * rows_per:(start + size) * rows_per]
                 start += size
                 l_n, acc = source_loss(part, sources[n]["label"], size, tcfg.label_smoothing)
                 loss = loss + weights[n] * l_n
-                if n:
-                    logs[f"loss_{n}"] = float(l_n.detach())
-                    logs[f"acc_{n}"] = acc
-                else:
-                    logs["top1_acc"] = acc
+                if head == "cls":        # per-source logs of the main classifier
+                    if n:
+                        logs[f"loss_{n}"] = float(l_n.detach())
+                        logs[f"acc_{n}"] = acc
+                    else:
+                        logs["top1_acc"] = acc
+            return loss
+
+        ctx = no_sync() if (no_sync is not None and (not step_now or not last_group)) else _null()
+        with ctx:
+            with autocast_context(dev, tcfg.amp):
+                if _takes_loss_fn(net):
+                    losses = net(x, loss_fn=loss_fn)
+                else:          # a plain module given to train(model=...): scores only
+                    losses = {"loss_cls": loss_fn(net(x), "cls")}
+            if not isinstance(losses, dict):
+                raise TypeError(f"{type(net).__name__}(x, loss_fn=...) must return a dict of losses, "
+                                f"got {type(losses).__name__}")
+            terms = {k: v.float() for k, v in losses.items() if k.startswith("loss")}
+            loss = sum(terms.values()) if terms else torch.zeros((), device=x.device)
+            if len(terms) > 1:          # auxiliary heads: each term logged
+                for k, v in terms.items():
+                    logs[k] = logs.get(k, 0.0) + float(v.detach())
             lv = float(loss.detach())
             total += lv
             if not _finite_everywhere(lv, dev):
@@ -613,6 +571,31 @@ def _forward_backward(net: nn.Module, sources: dict[str, dict], tcfg: Config, de
             scaler.scale(loss / accum).backward()
     logs["loss"] = total
     return total, logs
+
+
+def _takes_loss_fn(net: nn.Module) -> bool:
+    """Whether the (unwrapped) model's forward accepts ``loss_fn`` (our recognizers do)."""
+    import inspect
+
+    m = net
+    while True:
+        if isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            m = m.module
+        elif isinstance(getattr(m, "_orig_mod", None), nn.Module):
+            m = m._orig_mod
+        else:
+            break
+    cached = getattr(m, "_omnisource_takes_loss_fn", None)
+    if cached is None:
+        try:
+            cached = "loss_fn" in inspect.signature(m.forward).parameters
+        except (TypeError, ValueError):
+            cached = False
+        try:
+            object.__setattr__(m, "_omnisource_takes_loss_fn", cached)
+        except AttributeError:
+            pass
+    return cached
 
 
 def _finite_everywhere(value: float, dev: torch.device) -> bool:

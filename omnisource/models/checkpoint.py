@@ -16,10 +16,13 @@ Reading a file never executes code from it:
 name in an :class:`~omnisource.errors.InputError` naming the file; a classifier of a different
 size is an error unless ``reset_head=True`` asks for a fresh head.
 
-:func:`load_pretrained_backbone` imports backbone weights only: torchvision / timm / mmpretrain
-ResNet files (key mapping ``layer1.0.bn1`` -> ``layer1.0.conv1.bn``) or an mmaction2/omnisource
-recognizer, inflating 2D kernels into 3D ones the I3D way (repeat over time, divide by the
-temporal size) so a temporally constant clip gives the 2D network's activations.
+:func:`load_pretrained_backbone` imports backbone weights only: an mmaction2/omnisource recognizer,
+a bare backbone, or a foreign file the model's *family* knows (its ``pretrained_state`` hook, e.g.
+torchvision / timm / mmpretrain ResNets for the ResNet families:
+:func:`omnisource.models.resnet.imagenet_resnet_state`), inflating 2D kernels into 3D ones the I3D
+way (repeat over time, divide by the temporal size) where the family says so (``inflate``), so a
+temporally constant clip gives the 2D network's activations. A family whose mmaction2 key names
+differ from ours gives a ``checkpoint_key_map``; both loaders apply it first.
 """
 from __future__ import annotations
 
@@ -115,7 +118,9 @@ def _safe_globals() -> dict[tuple[str, str], Any]:
 # modules whose objects mmaction2 / mmengine checkpoints pickle in their metadata: turning them
 # inert is routine (logged at info level); any other reference is reported as a warning
 _ROUTINE_MODULES = ("mmengine", "mmcv", "mmaction", "mmdet", "mmpretrain", "numpy", "collections",
-                    "_codecs", "torch", "builtins.set", "builtins.frozenset", "builtins.slice")
+                    "_codecs", "torch", "builtins.set", "builtins.frozenset", "builtins.slice",
+                    # mmengine's message_hub pickles enum members as getattr(EnumClass, name)
+                    "builtins.getattr", "__builtin__.getattr")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -307,11 +312,6 @@ def _is_tolerated_missing(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def _looks_like_imagenet_resnet(sd: Mapping[str, torch.Tensor]) -> bool:
-    keys = {k[len("backbone."):] if k.startswith("backbone.") else k for k in sd}
-    return "conv1.weight" in keys and "bn1.weight" in keys
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     """The bare model under DDP / DataParallel / torch.compile wrappers (keys match on it)."""
     while True:
@@ -347,8 +347,13 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
     file = str(path)
     model = _unwrap(model)
     sd, meta = extract_state_dict(read_checkpoint_file(path), file)
+    from omnisource.models.registry import family_of
+
+    fam = family_of(model)
+    if fam is not None and fam.checkpoint_key_map is not None:   # mmaction2 0.x / 1.x names -> ours
+        sd = fam.checkpoint_key_map(sd)
     own = model.state_dict()
-    if _looks_like_imagenet_resnet(sd) and "backbone.conv1.conv.weight" in own:
+    if _foreign(model, sd):
         raise InputError("this is an ImageNet backbone file (torchvision/timm key names), not a recognizer "
                          "checkpoint; pass it as the model's `pretrained` path instead", file=file)
     head_keys = {k for k in own if k.startswith("cls_head.")}
@@ -412,54 +417,45 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
 # ---------------------------------------------------------------------------------------------
 # ImageNet backbones and 2D -> 3D inflation
 # ---------------------------------------------------------------------------------------------
-_TV_LAYER = re.compile(r"^(layer\d+\.\d+)\.(conv|bn)(\d+)\.(.+)$")
-_TV_DOWN = re.compile(r"^(layer\d+\.\d+)\.downsample\.([01])\.(.+)$")
-
-
-def torchvision_to_mmaction_key(key: str) -> str | None:
-    """Map a torchvision/timm ResNet key to mmaction2's name; ``None`` for the ImageNet fc.
-
-    ``conv1.weight -> conv1.conv.weight``, ``bn1.* -> conv1.bn.*``,
-    ``layer1.0.bn2.* -> layer1.0.conv2.bn.*``, ``layer1.0.downsample.1.* -> layer1.0.downsample.bn.*``.
-    """
-    if key.startswith("fc.") or key.startswith("head."):
-        return None
-    if key.startswith("conv1."):
-        return "conv1.conv." + key[len("conv1."):]
-    if key.startswith("bn1."):
-        return "conv1.bn." + key[len("bn1."):]
-    m = _TV_LAYER.match(key)
-    if m:
-        block, kind, idx, rest = m.groups()
-        return f"{block}.conv{idx}.{'conv' if kind == 'conv' else 'bn'}.{rest}"
-    m = _TV_DOWN.match(key)
-    if m:
-        block, which, rest = m.groups()
-        return f"{block}.downsample.{'conv' if which == '0' else 'bn'}.{rest}"
-    return key
-
-
 def inflate_weight(weight_2d: torch.Tensor, target_shape: torch.Size) -> torch.Tensor:
     """I3D inflation: repeat a ``[O, I, kh, kw]`` kernel ``kt`` times over time and divide by ``kt``."""
     kt = target_shape[2]
     return weight_2d.unsqueeze(2).expand(target_shape).contiguous() / kt
 
 
-def _backbone_state_from(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
-    """Backbone tensors in our naming, plus a word on the source format."""
-    if any(k.startswith("backbone.conv1.conv.") for k in sd):  # mmaction2 / omnisource recognizer
+def _backbone_state_from(model: nn.Module, sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """Backbone tensors in our naming, plus a word on the source format: a recognizer of ours /
+    mmaction2's (``backbone.*``), a bare backbone, or a foreign file the model's family knows
+    (its ``pretrained_state`` hook: torchvision / timm ResNets for the ResNet families)."""
+    from omnisource.models.registry import family_of
+
+    fam = family_of(model)
+    if fam is not None and fam.checkpoint_key_map is not None:
+        sd = fam.checkpoint_key_map(sd)
+    if any(k.startswith("backbone.") for k in sd) and not _foreign(model, sd):   # a recognizer
         return {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")}, "mmaction2"
-    if "conv1.conv.weight" in sd:  # a bare backbone in our naming
+    backbone = model.backbone if hasattr(model, "backbone") else model
+    own = backbone.state_dict()
+    if own and sum(k in own for k in sd) >= max(1, len(own) // 2):       # a bare backbone in our naming
         return dict(sd), "mmaction2-backbone"
-    if _looks_like_imagenet_resnet(sd):  # torchvision, timm; mmpretrain adds 'backbone.'
-        out = {}
-        for k, v in sd.items():
-            k = k[len("backbone."):] if k.startswith("backbone.") else k
-            new = torchvision_to_mmaction_key(k)
-            if new is not None:
-                out[new] = v
-        return out, "torchvision"
+    if fam is not None and fam.pretrained_state is not None:
+        return fam.pretrained_state(sd)
     return {}, "unknown"
+
+
+def _foreign(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> bool:
+    """Whether ``sd`` is a pretrained file of another project (ImageNet ResNet names, ...) that
+    the model's family can import: such files are for ``pretrained``, not ``load_checkpoint``."""
+    from omnisource.models.registry import family_of
+
+    fam = family_of(model)
+    if fam is None or fam.pretrained_state is None:
+        return False
+    own = set(model.state_dict())
+    if sum(k in own for k in sd) >= max(1, len(own) // 2):
+        return False
+    _, kind = fam.pretrained_state(dict(sd))
+    return kind not in ("unknown", "mmaction2", "mmaction2-backbone")
 
 
 def load_pretrained_backbone(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
@@ -476,12 +472,16 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, strict: bool = 
     if "://" in p:
         raise InputError("pretrained must be a local file path (omnisource never downloads weights)", file=p)
     sd, meta = extract_state_dict(read_checkpoint_file(path), file)
-    src, kind = _backbone_state_from(sd)
+    model = _unwrap(model)
+    src, kind = _backbone_state_from(model, sd)
     if not src:
         raise InputError("unrecognised backbone checkpoint: expected torchvision/timm ResNet keys "
                          f"(conv1.weight, bn1.weight, layer1.0.conv1.weight) or mmaction2 keys; got "
                          f"{_listing(list(sd))}", file=file)
-    model = _unwrap(model)
+    from omnisource.models.registry import family_of
+
+    fam = family_of(model)
+    inflate = fam is None or fam.inflate
     backbone = model.backbone if hasattr(model, "backbone") else model
     own = backbone.state_dict()
     new: dict[str, torch.Tensor] = {}
@@ -494,7 +494,8 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, strict: bool = 
         value = src[key]
         if value.shape == target.shape:
             new[key] = value.to(target.dtype)
-        elif value.dim() == 4 and target.dim() == 5 and value.shape == target.shape[:2] + target.shape[3:]:
+        elif (inflate and value.dim() == 4 and target.dim() == 5
+              and value.shape == target.shape[:2] + target.shape[3:]):
             new[key] = inflate_weight(value, target.shape).to(target.dtype)
         else:
             problems.append(f"{key} {tuple(value.shape)} vs model {tuple(target.shape)}")

@@ -8,19 +8,27 @@
   ``[N, 3, T, H, W]``; views are flattened into the batch and every view keeps its own score
   row, ``[N*V, num_classes]``; the test engine averages views (``average_clips``).
 
-Both return raw scores (before softmax). ``model.meta`` describes the preset (layout, classes,
-input size, normalisation, default data presets) so the engine and CLI need no side tables.
+Inference: ``model(x)`` returns raw scores (before softmax). Training: ``model(x, loss_fn=fn)``
+returns a dict of losses, ``{"loss_cls": fn(scores, "cls"), ...}``: a family with auxiliary heads
+(TPN) adds its own ``loss_*`` terms by overriding :meth:`losses`, the trainer sums every
+``loss_*`` value and logs each. ``fn(scores, name)`` is the engine's criterion for this batch
+(per-source weights, soft targets, label smoothing): the recognizer never sees labels itself.
+``model.meta`` describes the preset (family, layout, classes, input size, normalisation, default
+data presets) so the engine and CLI need no side tables.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 from omnisource.models.heads import I3DHead, TSNHead
 
-__all__ = ["Recognizer2D", "Recognizer3D"]
+__all__ = ["Recognizer2D", "Recognizer3D", "LossFn"]
+
+# the engine's criterion: (scores of this batch, which head) -> scalar loss
+LossFn = Callable[[torch.Tensor, str], torch.Tensor]
 
 
 class _Recognizer(nn.Module):
@@ -46,6 +54,21 @@ class _Recognizer(nn.Module):
         """Re-initialise the classifier (fine-tuning on a new label set)."""
         self.cls_head.init_weights()
 
+    def forward(self, x: torch.Tensor, loss_fn: LossFn | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Scores (inference), or with ``loss_fn`` the dict of training losses."""
+        scores = self.predict(x)
+        if loss_fn is None:
+            return scores
+        return self.losses(scores, loss_fn)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def losses(self, scores: torch.Tensor, loss_fn: LossFn) -> dict[str, torch.Tensor]:
+        """The training losses of one batch: the classifier's (families with auxiliary heads add
+        theirs)."""
+        return {"loss_cls": loss_fn(scores, "cls")}
+
 
 class Recognizer2D(_Recognizer):
     """TSN-style recognizer: a 2D backbone per frame, average consensus over segments."""
@@ -60,7 +83,7 @@ class Recognizer2D(_Recognizer):
             raise ValueError(f"{type(self).__name__} expects [N, S, {self.meta.get('in_channels', 3)}, H, W], "
                              f"got {tuple(x.shape)}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, S, 3, H, W]`` -> raw scores ``[N, num_classes]`` (consensus over S)."""
         self._check(x)
         n, s = x.shape[:2]
@@ -97,7 +120,7 @@ class Recognizer3D(_Recognizer):
         raise ValueError(f"{type(self).__name__} expects [N, V, {c}, T, H, W] or [N, {c}, T, H, W], "
                          f"got {tuple(x.shape)}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, V, 3, T, H, W]`` or ``[N, 3, T, H, W]`` -> raw scores ``[N*V, num_classes]``."""
         return self.cls_head(self.backbone(self._flatten(x)))
 

@@ -15,12 +15,14 @@ Training-time options follow mmaction2's ``ResNet``:
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["ConvBN", "BasicBlock", "Bottleneck", "ResNet", "ARCH_SETTINGS_2D"]
+__all__ = ["ConvBN", "BasicBlock", "Bottleneck", "ResNet", "ARCH_SETTINGS_2D", "torchvision_to_mmaction_key",
+           "imagenet_resnet_state"]
 
 
 class ConvBN(nn.Module):
@@ -214,3 +216,54 @@ class ResNet(nn.Module):
                 bn.eval()
         return self
 
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet ResNet files (torchvision / timm / mmpretrain names) -> this module's names. The
+# ResNet families (TSN, the 3D ResNets, later TSM / TIN / TANet) hand this to the registry as
+# their ``pretrained_state`` hook.
+# ---------------------------------------------------------------------------------------------
+_TV_LAYER = re.compile(r"^(layer\d+\.\d+)\.(conv|bn)(\d+)\.(.+)$")
+_TV_DOWN = re.compile(r"^(layer\d+\.\d+)\.downsample\.([01])\.(.+)$")
+
+
+def torchvision_to_mmaction_key(key: str) -> str | None:
+    """Map a torchvision/timm ResNet key to mmaction2's name; ``None`` for the ImageNet fc.
+
+    ``conv1.weight -> conv1.conv.weight``, ``bn1.* -> conv1.bn.*``,
+    ``layer1.0.bn2.* -> layer1.0.conv2.bn.*``, ``layer1.0.downsample.1.* -> layer1.0.downsample.bn.*``.
+    """
+    if key.startswith("fc.") or key.startswith("head."):
+        return None
+    if key.startswith("conv1."):
+        return "conv1.conv." + key[len("conv1."):]
+    if key.startswith("bn1."):
+        return "conv1.bn." + key[len("bn1."):]
+    m = _TV_LAYER.match(key)
+    if m:
+        block, kind, idx, rest = m.groups()
+        return f"{block}.conv{idx}.{'conv' if kind == 'conv' else 'bn'}.{rest}"
+    m = _TV_DOWN.match(key)
+    if m:
+        block, which, rest = m.groups()
+        return f"{block}.downsample.{'conv' if which == '0' else 'bn'}.{rest}"
+    return key
+
+
+def looks_like_imagenet_resnet(sd: dict[str, torch.Tensor]) -> bool:
+    keys = {k[len("backbone."):] if k.startswith("backbone.") else k for k in sd}
+    return "conv1.weight" in keys and "bn1.weight" in keys
+
+
+def imagenet_resnet_state(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """Backbone tensors of a torchvision / timm / mmpretrain ResNet file in our names, and
+    ``'torchvision'``; ``({}, 'unknown')`` for anything else."""
+    if not looks_like_imagenet_resnet(sd):
+        return {}, "unknown"
+    out = {}
+    for k, v in sd.items():
+        k = k[len("backbone."):] if k.startswith("backbone.") else k
+        new = torchvision_to_mmaction_key(k)
+        if new is not None:
+            out[new] = v
+    return out, "torchvision"

@@ -1,5 +1,13 @@
 """3D ResNet family (SlowOnly, I3D, C2D) built from one table of per-stage settings.
 
+Family ``resnet3d``, input contract ``'3d'``: clips ``[N, V, 3, T, H, W]`` (or ``[N, 3, T, H, W]``).
+This file holds its blocks, the table of variants (:data:`ARCHS_3D`), the family registration
+and the zoo rows (:data:`ROWS`). Overrides: ``depth``, ``base_channels``, ``in_channels``,
+``dropout``, ``init_std``, ``frozen_stages``, ``norm_eval``, any field of :class:`Arch3D`
+(``inflate``, ``conv1_kernel``, ``with_pool2`` ...) and ``pretrained`` (ImageNet ResNet files
+are inflated: 2D kernels repeated over time and divided by the temporal size).
+
+
 The variants of the family differ only in a handful of numbers: the stem kernel and temporal
 strides, whether a temporal max-pool follows ``layer1`` (``with_pool2``) and which blocks get a
 temporal kernel ("inflation"). :data:`ARCHS_3D` lists those numbers, one row per variant, so
@@ -15,15 +23,19 @@ the 2D bottleneck with ``1x`` kernels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from omnisource.models.resnet import ConvBN, eval_frozen_stages, freeze_stages
+from omnisource.models.heads import I3DHead
+from omnisource.models.recognizers import Recognizer3D
+from omnisource.models.registry import Family, ModelPreset, register_family, register_presets
+from omnisource.models.resnet import ConvBN, eval_frozen_stages, freeze_stages, imagenet_resnet_state
 
-__all__ = ["Arch3D", "ARCHS_3D", "BasicBlock3d", "Bottleneck3d", "ResNet3d", "ARCH_SETTINGS_3D"]
+__all__ = ["Arch3D", "ARCHS_3D", "BasicBlock3d", "Bottleneck3d", "ResNet3d", "ARCH_SETTINGS_3D", "FAMILY",
+           "ROWS", "resnet3d_row"]
 
 Inflate = int | Sequence[int]
 
@@ -220,3 +232,88 @@ class ResNet3d(nn.Module):
             return self
         eval_frozen_stages(self, self.frozen_stages, self.norm_eval)
         return self
+
+
+
+# ---------------------------------------------------------------------------------------------
+# the family and its zoo rows
+# ---------------------------------------------------------------------------------------------
+def _build(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
+    depth = int(opts.pop("depth", preset.depth or 50))
+    dropout = float(opts.pop("dropout", preset.dropout))
+    init_std = float(opts.pop("init_std", preset.init_std))
+    base_channels = int(opts.pop("base_channels", 64))
+    in_channels = int(opts.pop("in_channels", 3))
+    backbone = ResNet3d(depth=depth, arch=preset.arch, base_channels=base_channels, in_channels=in_channels,
+                        **opts)
+    head = I3DHead(num_classes, backbone.feat_dim, dropout=dropout, init_std=init_std)
+    meta.update(depth=depth, base_channels=base_channels, in_channels=in_channels, dropout=dropout,
+                arch_row={k: v for k, v in asdict(backbone.arch).items() if k != "notes"})
+    return Recognizer3D(backbone, head, meta)
+
+
+FAMILY = register_family(Family(
+    name="resnet3d", layout="3d", build=_build,
+    overrides=frozenset({"frozen_stages", "norm_eval"} | {f.name for f in fields(Arch3D) if f.name != "notes"}),
+    tiny={"base_channels": 8},
+    pretrained_state=imagenet_resnet_state, inflate=True,
+    doc="3D ResNets from one table: SlowOnly, I3D, C2D (mmaction2 ResNet3d / ResNet3dSlowOnly / C2D + I3DHead)",
+))
+
+
+def resnet3d_row(name: str, arch: str, clip_len: int, interval: int, mm: tuple[str, ...], *, depth: int = 50,
+                 dataset: str = "kinetics400", classes: int = 400, epochs: int = 256, imagenet: bool = False,
+                 params: int | None = None, preset: str | None = None, doc: str = "", **kw: Any) -> ModelPreset:
+    """A row: variant ``arch`` of :data:`ARCHS_3D`, ``clip_len`` x ``interval`` x 1 clips."""
+    pre = preset or f"{arch}_{clip_len}x{interval}x1"
+    return ModelPreset(
+        name=name, family="resnet3d", arch=arch, depth=depth, num_classes=classes, dataset=dataset,
+        clip_len=clip_len, frame_interval=interval, num_clips=1, epochs=epochs, train_preset=f"{pre}_train",
+        test_preset=f"{pre}_test", mmaction2_configs=mm, imagenet_pretrained=imagenet, dropout=0.5,
+        init_std=0.01, params=params, doc=doc, **kw)
+
+
+# Parameter counts: mmaction2 1.2.0 (`MODELS.build(cfg.model)` with pretrained=None, summed over
+# parameters; ../shared/tools/mmaction2-reference), not results of this code.
+ROWS = register_presets([
+    resnet3d_row("slowonly_r50_4x16x1_256e_kinetics400_rgb", "slowonly", 4, 16,
+                 ("slowonly_r50_8xb16-4x16x1-256e_kinetics400-rgb",), params=32_454_096,
+                 doc="SlowOnly ResNet-50 4x16, trained from scratch on Kinetics-400"),
+    resnet3d_row("slowonly_r50_8x8x1_256e_kinetics400_rgb", "slowonly", 8, 8,
+                 ("slowonly_r50_8xb16-8x8x1-256e_kinetics400-rgb",), params=32_454_096,
+                 doc="SlowOnly ResNet-50 8x8, from scratch, Kinetics-400"),
+    resnet3d_row("slowonly_r50_8x8x1_256e_minikinetics_rgb", "slowonly", 8, 8, (), dataset="minikinetics",
+                 classes=200, doc="SlowOnly ResNet-50 8x8, Mini-Kinetics (200 classes): the OmniSource paper's 3D model"),
+    resnet3d_row("slowonly_r101_8x8x1_196e_kinetics400_rgb", "slowonly", 8, 8,
+                 ("slowonly_r101_8xb16-8x8x1-196e_kinetics400-rgb",), depth=101, epochs=196, params=60_359_120,
+                 doc="SlowOnly ResNet-101 8x8, from scratch, Kinetics-400"),
+    resnet3d_row("slowonly_imagenet_pretrained_r50_4x16x1_150e_kinetics400_rgb", "slowonly", 4, 16,
+                 ("slowonly_imagenet-pretrained-r50_8xb16-4x16x1-steplr-150e_kinetics400-rgb",), epochs=150,
+                 imagenet=True, params=32_454_096,
+                 doc="SlowOnly ResNet-50 4x16 from inflated ImageNet weights (pass pretrained=PATH)"),
+    resnet3d_row("slowonly_imagenet_pretrained_r50_8x8x1_150e_kinetics400_rgb", "slowonly", 8, 8,
+                 ("slowonly_imagenet-pretrained-r50_8xb16-8x8x1-steplr-150e_kinetics400-rgb",), epochs=150,
+                 imagenet=True, params=32_454_096,
+                 doc="SlowOnly ResNet-50 8x8 from inflated ImageNet weights (pass pretrained=PATH)"),
+    resnet3d_row("slowonly_imagenet_pretrained_r50_4x16x1_150e_kinetics700_rgb", "slowonly", 4, 16,
+                 ("slowonly_imagenet-pretrained-r50_16xb16-4x16x1-steplr-150e_kinetics700-rgb",), epochs=150,
+                 imagenet=True, dataset="kinetics700", classes=700, params=33_068_796,
+                 doc="SlowOnly ResNet-50 4x16, ImageNet-inflated, Kinetics-700"),
+    resnet3d_row("slowonly_imagenet_pretrained_r50_8x8x1_150e_kinetics700_rgb", "slowonly", 8, 8,
+                 ("slowonly_imagenet-pretrained-r50_16xb16-8x8x1-steplr-150e_kinetics700-rgb",), epochs=150,
+                 imagenet=True, dataset="kinetics700", classes=700, params=33_068_796,
+                 doc="SlowOnly ResNet-50 8x8, ImageNet-inflated, Kinetics-700"),
+    resnet3d_row("slowonly_imagenet_pretrained_r50_8x8x1_150e_kinetics710_rgb", "slowonly", 8, 8,
+                 ("slowonly_imagenet-pretrained-r50_32xb8-8x8x1-steplr-150e_kinetics710-rgb",), epochs=150,
+                 imagenet=True, dataset="kinetics710", classes=710, params=33_089_286,
+                 doc="SlowOnly ResNet-50 8x8, ImageNet-inflated, Kinetics-710 (K400+K600+K700 union)"),
+    resnet3d_row("i3d_r50_32x2x1_100e_kinetics400_rgb", "i3d", 32, 2,
+                 ("i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
+                 params=28_043_472, doc="I3D ResNet-50 32x2 (mmaction2 i3d_r50.py), ImageNet-inflated"),
+    resnet3d_row("c2d_r50_8x8x1_100e_kinetics400_rgb", "c2d", 8, 8,
+                 ("c2d_r50-in1k-pre_8xb32-8x8x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
+                 params=24_327_632, doc="C2D ResNet-50 8x8 (2D kernels, one temporal pool after res2)"),
+    resnet3d_row("c2d_r50_16x4x1_100e_kinetics400_rgb", "c2d", 16, 4,
+                 ("c2d_r50-in1k-pre_8xb32-16x4x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
+                 params=24_327_632, doc="C2D ResNet-50 16x4, Kinetics-400"),
+])

@@ -21,7 +21,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,                    # seeds everything (world, training, filtering)
     "world": {},                  # WorldSpec overrides for the generated world (no --data)
     "model": {                    # teacher and student video network (3D or 2D)
-        # a zoo name; the demo's tiny SlowOnly-R18 (pipeline/tiny_models.py) carries the demo
+        # a zoo name; the demo's tiny SlowOnly-R18 (models/tiny.py) carries the demo
         # recipe (8x2 frames, 40 px) in its metadata, which the web stages' teacher views use
         "name": "tiny_slowonly_r18_8x2x1_omnisource_world",  # zoo name (omnisource.models.list_models())
         "overrides": {},          # create_model(**overrides) of that model (e.g. depth, base_channels)

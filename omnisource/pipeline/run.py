@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from omnisource.errors import InputError, OmniSourceError
-from omnisource.pipeline import tiny_models  # noqa: F401  (registers the demo networks)
+import omnisource.models  # noqa: F401  (registers every family, the demo networks included)
 from omnisource.pipeline.config import RunSettings, load_run_settings
 from omnisource.utils.io import atomic_write_json, atomic_write_text, sha1_json
 

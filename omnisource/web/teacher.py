@@ -84,14 +84,15 @@ def build_model(src: ModelSource, backbone_only: bool = False, device: str = "cp
     ``backbone_only`` (feature extraction for de-duplication): the weights may be an ImageNet
     ResNet file (torchvision/timm names) or any recognizer checkpoint; only the backbone is used.
     """
-    from omnisource.models import create_model, load_checkpoint, load_pretrained_backbone
+    from omnisource.engine.modeling import build_model as build_from_config
+    from omnisource.models import load_checkpoint, load_pretrained_backbone
     from omnisource.utils.io import sha1_file
 
     cfg = _model_config(src.spec, src.overrides)
-    mcfg = cfg["model"]
-    if not mcfg.get("name"):
+    if not cfg.model.get("name"):
         raise ConfigError("the config has no model.name", src.spec)
-    model = create_model(mcfg["name"], mcfg.get("num_classes"), **dict(mcfg.get("overrides") or {}))
+    cfg.model.pretrained = None     # the teacher's own checkpoint (below) holds its weights
+    model = build_from_config(cfg)
     if src.checkpoint and src.checkpoint.lower() != "none":
         if not Path(src.checkpoint).is_file():
             raise InputError("checkpoint not found", src.checkpoint)

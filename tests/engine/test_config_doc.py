@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omnisource.utils.config_doc import render
+from omnisource.pipeline.config_doc import render
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 def test_config_reference_is_up_to_date():
     assert DOC.read_text() == render(), (
-        "docs/config.md is out of date: python -m omnisource.utils.config_doc > docs/config.md")
+        "docs/config.md is out of date: python -m omnisource.pipeline.config_doc > docs/config.md")
 
 
 def test_every_key_has_a_meaning():

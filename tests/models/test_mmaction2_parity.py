@@ -20,20 +20,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnisource.models import create_model, get_preset_spec, load_checkpoint
+from omnisource.models import create_model, get_model_preset, list_models, load_checkpoint
 
 REF_VENV = Path(os.environ.get("MMACTION2_REF", Path.home() / ".cache" / "mmaction2-ref"))
 REF_PY = REF_VENV / "bin" / "python"
 
 pytestmark = [pytest.mark.mmaction2, pytest.mark.skipif(not REF_PY.exists(), reason="mmaction2 reference venv absent")]
 
-# preset -> input shape fed to both models (small spatial size / few frames to keep it fast)
-CASES = {
-    "tsn_r50_1x1x3_100e_kinetics400_rgb": (1, 3, 3, 64, 64),           # N, segments, C, H, W
-    "slowonly_r50_4x16x1_256e_kinetics400_rgb": (1, 2, 3, 4, 64, 64),  # N, views, C, T, H, W
-    "i3d_r50_32x2x1_100e_kinetics400_rgb": (1, 1, 3, 8, 64, 64),
-    "c2d_r50_8x8x1_100e_kinetics400_rgb": (1, 1, 3, 4, 64, 64),
-}
+def _case_shape(name: str) -> tuple[int, ...]:
+    """A small input of the row's declared contract (spatial 64, at most 8 frames)."""
+    row = get_model_preset(name)
+    if row.layout == "2d":
+        return (1, min(8, max(3, row.clip_len * row.num_clips)), 3, 64, 64)   # N, segments, C, H, W
+    return (1, 1, 3, 8, 64, 64)                                             # N, views, C, T, H, W
+
+
+# every zoo row of the registry (those with an mmaction2 1.x config and its parameter count):
+# read from the registry, so a new family's rows are checked with no edit here
+CASES = {n: _case_shape(n) for n in list_models()
+         if get_model_preset(n).mmaction2_configs and get_model_preset(n).params is not None}
+CASES["slowonly_r50_4x16x1_256e_kinetics400_rgb"] = (1, 2, 3, 4, 64, 64)   # two views
 
 # presets whose backbone is imported from a torchvision ResNet-50 file (inflated for SlowOnly)
 IMAGENET_CASES = ["tsn_r50_1x1x3_100e_kinetics400_rgb",
@@ -124,11 +130,12 @@ def reference(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
 
     out = tmp_path_factory.mktemp("mmaction2_ref")
     names = list(CASES)
-    jobs = [(get_preset_spec(n).mmaction2_config, list(CASES[n])) for n in names]
+    jobs = [(get_model_preset(n).mmaction2_config, list(CASES[n])) for n in names]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
-    imagenet_jobs = [(n, get_preset_spec(n).mmaction2_config, list(CASES[n.replace("_imagenet_pretrained", "")
-                      .replace("4x16x1_150e", "4x16x1_256e")])) for n in IMAGENET_CASES]
+    imagenet_jobs = [(n, get_model_preset(n).mmaction2_config, list(CASES[n.replace("_imagenet_pretrained", "")
+                      .replace("4x16x1_150e", "4x16x1_256e")] if n.replace("_imagenet_pretrained", "")
+                      .replace("4x16x1_150e", "4x16x1_256e") in CASES else CASES[n])) for n in IMAGENET_CASES]
     proc = subprocess.run([str(REF_PY), "-c", REF_SCRIPT, str(out), json.dumps(jobs), json.dumps(imagenet_jobs)],
                           capture_output=True,
                           text=True, timeout=600, env=env, cwd=out)
@@ -156,7 +163,10 @@ def test_scores_match_mmaction2(reference, name: str) -> None:
     assert ours.shape == ref.shape
     assert ref.abs().max() > 1e-2  # a meaningful comparison, not two near-zero tensors
     diff = (ours - ref).abs().max().item()
-    assert diff < 1e-4, f"{name}: max abs diff {diff:.3g} vs mmaction2 (|ref| max {ref.abs().max():.3g})"
+    # 1e-4 absolute for scores of order one; deep rows (R101) reach |scores| ~1e4 under this
+    # script's simple BN calibration, where float32 summation order alone gives ~1e-7 relative
+    tol = 1e-4 * max(1.0, ref.abs().max().item())
+    assert diff < tol, f"{name}: max abs diff {diff:.3g} vs mmaction2 (|ref| max {ref.abs().max():.3g})"
     assert torch.equal(ours.argmax(1), ref.argmax(1))
 
 

@@ -7,7 +7,7 @@ drifts. The comments are read with :mod:`ast` + the source lines (a key's traili
 comment and the comment-only lines indented under it), the defaults from the live dicts.
 ``tests/engine/test_config_doc.py`` fails when the page is out of date; regenerate with::
 
-    python -m omnisource.utils.config_doc > docs/config.md
+    python -m omnisource.pipeline.config_doc > docs/config.md
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def render() -> str:
         "# Configuration reference",
         "",
         "Generated from the defaults in `omnisource/config.py` and `omnisource/pipeline/config.py`",
-        "(`python -m omnisource.utils.config_doc > docs/config.md`; a test keeps this page in sync).",
+        "(`python -m omnisource.pipeline.config_doc > docs/config.md`; a test keeps this page in sync).",
         "Configs are YAML data, never executed: defaults <- file (`_base_`: one level) <- `--set KEY=VALUE`.",
         "An unknown key is an error naming the closest valid one; a value of the wrong type names its line.",
         "",
