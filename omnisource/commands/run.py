@@ -86,11 +86,15 @@ def run(args: argparse.Namespace) -> int:
         if info.get("crawl_size"):
             line += (f"{unit} {info['crawl_size']} crawled ({100 * info['relevant_in_crawl']:.0f}% relevant);"
                      f" pseudo-label precision {100 * (info['pseudo_label_precision'] or 0):.0f}%")
+        if info.get("ablation_gain_top1") is not None:
+            line += f"; target + {src} alone: {100 * info['ablation_gain_top1']:+.1f} top-1 points"
         print(line)
     for key, label in (("omnisource_gain_top1", "OmniSource vs target only"),
                        ("unfiltered_gain_top1", "unfiltered web data vs target only")):
         if key in results:
             print(f"{label}: {100 * results[key]:+.1f} top-1 points (measured, seed {results['seed']})")
+    if results.get("warning"):
+        print(f"WARNING: {results['warning']}", file=sys.stderr)
     bad = {n: s for n, s in results["stages"].items() if s["status"] not in ("done", "cached")}
     if bad:
         print("stages that did not run:", file=sys.stderr)

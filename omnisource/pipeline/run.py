@@ -637,6 +637,7 @@ class Pipeline:
             res["omnisource_gain_top1"] = stud["top1"] - base["top1"]
         if base and unf and base["top1"] is not None and unf["top1"] is not None:
             res["unfiltered_gain_top1"] = unf["top1"] - base["top1"]
+        res.update(source_ablations(rows, filt))
         atomic_write_json(self.work / "results.json", res)
         return res
 
@@ -674,6 +675,35 @@ class Pipeline:
 
 
 # ---------------------------------------------------------------------- helpers
+
+def source_ablations(rows: list[dict[str, Any]], filtering: dict[str, dict]) -> dict[str, Any]:
+    """Each source's own ablation (target + that source alone, ``--ablations``) against the
+    baseline, written into ``filtering[src]['ablation_gain_top1']``, and the verdict the paper's
+    Table 2 claims: all sources together at least as good as the best single one.
+
+    Returns ``{'best_single_source': ..., 'all_vs_best_single_top1': ...}`` plus
+    ``'warning'`` when all sources together do worse than the best single source (a source
+    drags the joint result down: look at its pseudo-label precision and its own ablation)."""
+    by = {r["run"]: r for r in rows if r.get("top1") is not None}
+    base, stud = by.get("teacher"), by.get("student")
+    out: dict[str, Any] = {}
+    if base is None:
+        return out
+    singles = {name[len("only-"):]: r["top1"] for name, r in by.items() if name.startswith("only-")}
+    for src, top1 in singles.items():
+        filtering.setdefault(src, {})["ablation_gain_top1"] = top1 - base["top1"]
+    if singles and stud is not None:
+        best = max(singles, key=lambda k: singles[k])
+        out["best_single_source"] = best
+        out["all_vs_best_single_top1"] = stud["top1"] - singles[best]
+        if stud["top1"] < singles[best]:
+            hurting = sorted(s for s, t in singles.items() if t < base["top1"])
+            out["warning"] = (f"all sources together ({100 * stud['top1']:.1f}%) do worse than {best} alone "
+                              f"({100 * singles[best]:.1f}%)"
+                              + (f"; on its own, {', '.join(hurting)} is below the target-only baseline"
+                                 if hurting else ""))
+    return out
+
 
 def _file_hash(path: Path) -> str | None:
     from omnisource.utils.io import sha1_file
@@ -814,9 +844,10 @@ def results_html(results: dict[str, Any]) -> str:
     filt = []
     for src, f in (results.get("filtering") or {}).items():
         prec = f.get("pseudo_label_precision")
+        gain = f.get("ablation_gain_top1")
         filt.append([src, f.get("kept", ""), f.get("crawl_size", ""),
                      "" if f.get("relevant_in_crawl") is None else f"{100 * f['relevant_in_crawl']:.0f}",
-                     "" if prec is None else f"{100 * prec:.0f}"])
+                     "" if prec is None else f"{100 * prec:.0f}", "" if gain is None else f"{100 * gain:+.1f}"])
     stages = [[n, s["status"], f"{float(s.get('seconds') or 0):.1f}", s.get("reason") or ""]
               for n, s in (results.get("stages") or {}).items()]
     body = ["<h1>omnisource run: results</h1>",
@@ -832,10 +863,13 @@ def results_html(results: dict[str, Any]) -> str:
                        ("unfiltered_gain_top1", "unfiltered web data vs target only")):
         if results.get(key) is not None:
             body.append(f"<p>{escape(label)}: <b>{100 * results[key]:+.1f}</b> top-1 points (measured)</p>")
+    if results.get("warning"):
+        body.append(f"<p style='color:#b00'><b>Warning:</b> {escape(results['warning'])}</p>")
     body += ["<h2>Accuracy on target val (measured, %)</h2>",
              table(["run", "top-1", "top-5", "mean class"], rows) if rows else "<p><i>no run was evaluated</i></p>",
              "<h2>Teacher filtering</h2>",
-             table(["source", "kept", "crawled", "relevant in crawl %", "pseudo-label precision %"], filt)
+             table(["source", "kept", "crawled", "relevant in crawl %", "pseudo-label precision %",
+                    "target + this source alone vs target (top-1 points)"], filt)
              if filt else "<p><i>no source was filtered</i></p>",
              "<h2>Stages (pipeline order)</h2>", table(["stage", "status", "seconds", "note"], stages)]
     return page("omnisource run: results", body)

@@ -130,3 +130,20 @@ def test_results_page_is_styled_and_rounded():
                          "omnisource_gain_top1": 0.0625})
     assert "<style>" in html and "77.5" in html and "n/a" in html and "5.9" in html and "+6.2" in html
     assert "5.886230945587158" not in html and "0.7751234" not in html and '<a href="index.html">' in html
+
+
+def test_source_ablations_name_the_best_single_source_and_warn_when_all_do_worse():
+    from omnisource.pipeline.run import source_ablations
+
+    rows = [{"run": "teacher", "top1": 0.469}, {"run": "student", "top1": 0.469},
+            {"run": "only-web_images", "top1": 0.506}, {"run": "only-web_videos", "top1": 0.731},
+            {"run": "only-untrimmed", "top1": 0.438}, {"run": "unfiltered", "top1": 0.325}]
+    filt: dict = {"web_videos": {"kept": 22}}
+    out = source_ablations(rows, filt)
+    assert out["best_single_source"] == "web_videos"
+    assert abs(out["all_vs_best_single_top1"] - (0.469 - 0.731)) < 1e-9
+    assert "do worse than web_videos alone" in out["warning"] and "untrimmed is below" in out["warning"]
+    assert abs(filt["web_videos"]["ablation_gain_top1"] - 0.262) < 1e-9 and filt["web_videos"]["kept"] == 22
+    rows[1]["top1"] = 0.80
+    assert "warning" not in source_ablations(rows, {})
+    assert source_ablations([{"run": "teacher", "top1": 0.5}, {"run": "student", "top1": 0.6}], {}) == {}
