@@ -136,3 +136,14 @@ def test_data_pipeline_default_clips_cover_enough_batches_with_one_video(tmp_pat
     assert rc == 0
     out = capsys.readouterr().out
     assert f"{bench.MIN_LOADER_BATCHES * 2} clips per measurement" in out
+
+
+def test_joint_ablation_harness_runs_every_ablation_and_summarises(tmp_path, capsys):
+    bench = _load("joint_ablation")
+    out = tmp_path / "ablation.json"
+    assert bench.main(["--worlds", "demo", "--seeds", "0", "--reduced", "--work", str(tmp_path / "w"),
+                       "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert len(res) == 1 and set(bench.RUNS) <= set(res[0]["top1"])
+    text = capsys.readouterr().out
+    assert "world demo: 1 seed(s)" in text and "+ all sources" in text and "all >= best single" in text
