@@ -230,6 +230,10 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
                          num_fixed_crops=13),
     # I3D (i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e)
     "i3d_32x2x1": _3d(32, 2, "msc", msc_scales=(1, 0.8), max_wh_scale_gap=0),
+    # I3D dense (i3d_..._8xb8-dense-32x2x1-100e): DenseSampleFrames in every mode; one test clip
+    # per sample position (10 positions), three crops
+    "i3d_dense_32x2x1": _family("3d", 32, 2, 1, "msc", val_clips=1, test_clips=1, test_crop="three",
+                                msc_scales=(1, 0.8), max_wh_scale_gap=0, sampler="dense"),
     # C2D (c2d_r50-in1k-pre_8xb32-{8x8x1,16x4x1}-100e): TSN-style crops; test at short side 224
     "c2d_8x8x1": _3d(8, 8, "msc", test=dict(scale=224)),
     "c2d_16x4x1": _3d(16, 4, "msc", test=dict(scale=224)),

@@ -70,6 +70,10 @@ ARCHS_3D: dict[str, Arch3D] = {
     "i3d": Arch3D(conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2, with_pool2=True,
                   inflate=((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
                   zero_init_residual=False, notes="mmaction2 ResNet3d (i3d_r50.py)"),
+    # I3D "heavy" (i3d_imagenet-pretrained-r50-heavy_...): every block inflated, no temporal
+    # downsampling in the stem or its max-pool
+    "i3d_heavy": Arch3D(conv1_kernel=(5, 7, 7), with_pool2=True, inflate=(1, 1, 1, 1),
+                        zero_init_residual=False, notes="mmaction2 ResNet3d (i3d heavy)"),
     # C2D (Wang et al., non-local nets baseline): a 2D ResNet per frame with one temporal
     # max-pool after res2; mmaction2's C2D uses an unpadded stem max-pool.
     "c2d": Arch3D(pool1_padding=(0, 0, 0), with_pool2=True, inflate=(0, 0, 0, 0),
@@ -310,6 +314,14 @@ ROWS = register_presets([
     resnet3d_row("i3d_r50_32x2x1_100e_kinetics400_rgb", "i3d", 32, 2,
                  ("i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
                  params=28_043_472, doc="I3D ResNet-50 32x2 (mmaction2 i3d_r50.py), ImageNet-inflated"),
+    resnet3d_row("i3d_r50_heavy_32x2x1_100e_kinetics400_rgb", "i3d_heavy", 32, 2,
+                 ("i3d_imagenet-pretrained-r50-heavy_8xb8-32x2x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
+                 params=33_024_208, preset="i3d_32x2x1",
+                 doc="I3D ResNet-50 heavy: every block inflated, full temporal resolution"),
+    resnet3d_row("i3d_r50_dense_32x2x1_100e_kinetics400_rgb", "i3d", 32, 2,
+                 ("i3d_imagenet-pretrained-r50_8xb8-dense-32x2x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
+                 params=28_043_472, preset="i3d_dense_32x2x1",
+                 doc="I3D ResNet-50 32x2 with dense sampling (DenseSampleFrames, 10 test positions)"),
     resnet3d_row("c2d_r50_8x8x1_100e_kinetics400_rgb", "c2d", 8, 8,
                  ("c2d_r50-in1k-pre_8xb32-8x8x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
                  params=24_327_632, doc="C2D ResNet-50 8x8 (2D kernels, one temporal pool after res2)"),
