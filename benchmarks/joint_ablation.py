@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reduced", action="store_true", help="tiny worlds and short training (smoke test)")
     ap.add_argument("--out", default=None, help="write every run's numbers as JSON")
     args = ap.parse_args(argv)
+    import logging
     import platform
+
+    # the web stages log their first drops one by one; the runs count them in their meta.json
+    logging.getLogger("omnisource.web").setLevel(logging.ERROR)
 
     print(f"joint ablation harness: worlds {args.worlds}, seeds {args.seeds}; CPU {platform.processor() or platform.machine()}",
           flush=True)
