@@ -41,7 +41,7 @@ from torch import nn
 from omnisource.errors import InputError
 
 __all__ = ["LoadReport", "OpaqueObject", "read_checkpoint_file", "extract_state_dict", "load_checkpoint",
-           "load_pretrained_backbone", "torchvision_to_mmaction_key", "inflate_weight"]
+           "load_pretrained_backbone", "inflate_weight"]
 
 log = logging.getLogger("omnisource.models.checkpoint")
 

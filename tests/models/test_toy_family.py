@@ -4,7 +4,6 @@ file, runs through create_model, load_checkpoint, `omnisource train` and `omniso
 This file is also the example of docs/models.md ("Adding a family")."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
