@@ -352,11 +352,15 @@ class ClipDataset(Dataset):
         _READ_STATE.damaged = 0
         frames = self.load_frames(s, rng)
         damaged = int(getattr(_READ_STATE, "damaged", 0))
-        inputs = self.preset(frames, rng)
+        swap = getattr(self.preset, "flip_label_map", None)
+        info: dict[str, Any] = {}
+        inputs = self.preset(frames, rng, info=info) if swap else self.preset(frames, rng)
+        label = self.pack_label(s)
+        if swap and info.get("flipped") and isinstance(label, int):
+            label = swap.get(label, label)   # a mirrored "pushing left" is "pushing right"
         # `damaged`: frames of this clip that could not be decoded and were replaced by the
         # nearest decodable one; the trainer counts them like replaced samples
-        return {"inputs": inputs, "label": self.pack_label(s), "index": i, "path": s.path,
-                "damaged": damaged}
+        return {"inputs": inputs, "label": label, "index": i, "path": s.path, "damaged": damaged}
 
     def pack_label(self, s: Sample) -> int | torch.Tensor:
         if self.soft_label:

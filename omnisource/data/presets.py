@@ -51,6 +51,8 @@ Overrides (``get_preset(name, **overrides)``), so configs and tests can reshape 
 ``area_range``         RandomResizedCrop
 ``aspect_ratio_range`` RandomResizedCrop
 ``flip_ratio``         probability of a horizontal flip (train)
+``flip_label_map``     pairs ``(a, b)``: a flipped clip of class a is labelled b (mmaction2 ``Flip(
+                       flip_label_map=...)``; Something-Something's left/right classes)
 ``interpolation``      resize interpolation (``'bilinear'``)
 ``mean`` / ``std``     RGB normalisation
 =====================  ==================================================================
@@ -108,6 +110,7 @@ class PresetSpec:
     area_range: tuple = (0.08, 1.0)
     aspect_ratio_range: tuple = (3 / 4, 4 / 3)
     flip_ratio: float = 0.5
+    flip_label_map: tuple = ()       # ((a, b), ...): a flipped train clip of class a becomes class b
     interpolation: str = "bilinear"
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
@@ -172,7 +175,17 @@ class Preset:
         return dataclasses.replace(self, sampler=self.sampler.with_start_index(start_index),
                                    spec=spec)
 
-    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None) -> torch.Tensor:
+    @property
+    def flip_label_map(self) -> dict[int, int]:
+        """Label swaps of flipped train clips (empty for most presets)."""
+        if self.spec is None or not self.spec.flip_label_map:
+            return {}
+        return {int(a): int(b) for a, b in self.spec.flip_label_map}
+
+    def __call__(self, frames: np.ndarray, rng: np.random.Generator | None = None,
+                 info: dict[str, Any] | None = None) -> torch.Tensor:
+        """The model input; ``info`` (optional) receives ``flipped``: whether a Flip flipped it
+        (the dataset swaps the label through :attr:`flip_label_map` then)."""
         frames = check_frames(frames)
         if rng is None:
             rng = np.random.default_rng()
@@ -181,6 +194,11 @@ class Preset:
             raise DataError("<frames>", f"preset {self.name!r} got {frames.shape[0]} frames, "
                                         f"not a whole number of {self.clip_len}-frame clips")
         for t in self.transforms:
+            if info is not None and isinstance(t, Flip):
+                before = frames
+                frames = t(frames, rng)
+                info["flipped"] = frames is not before
+                continue
             frames = t(frames, rng)
         if still:  # one image per view -> a clip of clip_len copies (crop-major kept)
             frames = np.repeat(frames, self.clip_len, axis=0)
@@ -208,6 +226,11 @@ def _family(layout: str, clip_len: int, frame_interval: int, num_clips: int, tra
     }
 
 
+# Something-Something V2 classes that mirror each other ("... from left to right" / "... from
+# right to left"), as mmaction2's sthv2 configs list them: a flipped clip changes class
+STHV2_FLIP_LABEL_MAP = ((86, 87), (87, 86), (93, 94), (94, 93), (166, 167), (167, 166))
+
+
 def _tsn(k: int, **kw: Any) -> dict[str, PresetSpec]:
     return _family("2d", 1, 1, k, "msc", val_clips=k, test_clips=25, test_crop="ten", **kw)
 
@@ -222,6 +245,10 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     "tsn_1x1x3": _tsn(3),
     "tsn_1x1x5": _tsn(5),
     "tsn_1x1x8": _tsn(8),
+    # TSN on Something-Something V2 (tsn_imagenet-pretrained-r50_8xb32-1x1x{8,16}-50e_sthv2-rgb):
+    # Kinetics' crops, and a flip that swaps the left/right classes (mmaction2's sthv2_flip_label_map)
+    "tsn_sthv2_1x1x8": _tsn(8, flip_label_map=STHV2_FLIP_LABEL_MAP),
+    "tsn_sthv2_1x1x16": _tsn(16, flip_label_map=STHV2_FLIP_LABEL_MAP, train=dict(num_fixed_crops=13)),
     # TSN with dense training clips (tsn_..._dense-1x1x5-100e): test 25 clips, centre crop
     "tsn_dense_1x1x5": _family("2d", 1, 1, 5, "msc", val_clips=5, test_clips=25,
                                test_crop="center", train=dict(sampler="dense")),

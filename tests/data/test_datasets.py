@@ -402,3 +402,30 @@ def test_items_count_the_damaged_frames_they_replaced(tmp_path, shared_data):
                            strict=True, decode_kwargs={"strict": True}, num_clips=50, clip_len=1, frame_interval=1)
     with pytest.raises(DataError, match=r"c.mp4: .*damaged.*\(listed at .*list.txt:1\)"):
         strict[0]
+
+
+def test_a_flip_swaps_mirrored_classes_with_the_presets_label_map(tmp_path):
+    """Something-Something: a flipped "... left to right" clip is "... right to left" (86 <-> 87);
+    other classes and unflipped clips keep their label, and test mode never flips."""
+    import numpy as np
+
+    from omnisource.data.datasets import build_dataset
+    from omnisource.utils.video_writer import write_video
+
+    ramp = np.tile(np.linspace(0, 255, 48, dtype=np.uint8)[None, :, None], (32, 1, 3))   # dark left, bright right
+    write_video(tmp_path / "v.mp4", (ramp for _ in range(12)), codec="mpeg4", fps=8)
+    (tmp_path / "list.txt").write_text("v.mp4 86\nv.mp4 5\n")
+    ds = build_dataset(tmp_path / "list.txt", tmp_path, "tsn_sthv2_1x1x8_train", num_classes=174,
+                       scale=32, crop_size=24)
+    seen = set()
+    for epoch in range(12):
+        ds.set_epoch(epoch)
+        a, b = ds[0], ds[1]
+        x = a["inputs"]                      # [8, 3, 24, 24] normalised
+        flipped = bool(x[0, 0, :, 0].mean() > x[0, 0, :, -1].mean())   # bright side moved left
+        assert a["label"] == (87 if flipped else 86) and b["label"] == 5
+        seen.add(flipped)
+    assert seen == {True, False}
+    test = build_dataset(tmp_path / "list.txt", tmp_path, "tsn_sthv2_1x1x8_test", test_mode=True, num_classes=174,
+                         num_clips=1)
+    assert test[0]["label"] == 86
