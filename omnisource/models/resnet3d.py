@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from omnisource.models.heads import I3DHead
+from omnisource.models.nonlocal_block import NonLocal3d
 from omnisource.models.recognizers import Recognizer3D
 from omnisource.models.registry import Family, ModelPreset, register_family, register_presets
 from omnisource.models.resnet import ConvBN, eval_frozen_stages, freeze_stages, imagenet_resnet_state
@@ -58,6 +59,11 @@ class Arch3D:
     spatial_strides: tuple[int, ...] = (1, 2, 2, 2)
     temporal_strides: tuple[int, ...] = (1, 1, 1, 1)
     zero_init_residual: bool = True
+    # non-local blocks after residual blocks (per stage 0/1 or per-block tuple, like `inflate`)
+    non_local: tuple[Inflate, ...] = (0, 0, 0, 0)
+    non_local_mode: str = "embedded_gaussian"
+    non_local_use_scale: bool = True
+    non_local_sub_sample: bool = True
     notes: str = field(default="", compare=False)
 
 
@@ -70,6 +76,17 @@ ARCHS_3D: dict[str, Arch3D] = {
     "i3d": Arch3D(conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2, with_pool2=True,
                   inflate=((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
                   zero_init_residual=False, notes="mmaction2 ResNet3d (i3d_r50.py)"),
+    # I3D with non-local blocks on every other block of res3 / res4 (i3d_...-r50-nl-<mode>_...)
+    **{f"i3d_nl_{mode}": Arch3D(conv1_kernel=(5, 7, 7), conv1_stride_t=2, pool1_stride_t=2, with_pool2=True,
+                                inflate=((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
+                                zero_init_residual=False,
+                                non_local=((0, 0, 0), (0, 1, 0, 1), (0, 1, 0, 1, 0, 1), (0, 0, 0)),
+                                non_local_mode=mode, non_local_use_scale=False,
+                                notes=f"mmaction2 ResNet3d + NonLocal3d ({mode})")
+       for mode in ("embedded_gaussian", "gaussian", "dot_product")},
+    # SlowOnly with embedded-gaussian non-local blocks (slowonly_r50-in1k-pre-nl-embedded-gaussian_...)
+    "slowonly_nl": Arch3D(non_local=((0, 0, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 0, 0)),
+                          notes="mmaction2 ResNet3dSlowOnly + NonLocal3d (embedded gaussian)"),
     # I3D "heavy" (i3d_imagenet-pretrained-r50-heavy_...): every block inflated, no temporal
     # downsampling in the stem or its max-pool
     "i3d_heavy": Arch3D(conv1_kernel=(5, 7, 7), with_pool2=True, inflate=(1, 1, 1, 1),
@@ -96,10 +113,12 @@ class BasicBlock3d(nn.Module):
         self.conv2 = ConvBN(planes, planes, (kt, 3, 3), padding=(pt, 1, 1), act=False, dims=3)
         self.downsample = downsample
         self.relu = nn.ReLU(inplace=True)
+        self.non_local_block: nn.Module | None = None   # set by ResNet3d where the table asks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv2(self.conv1(x)) + identity)
+        out = self.relu(self.conv2(self.conv1(x)) + identity)
+        return out if self.non_local_block is None else self.non_local_block(out)
 
 
 class Bottleneck3d(nn.Module):
@@ -125,10 +144,12 @@ class Bottleneck3d(nn.Module):
         self.conv3 = ConvBN(planes, planes * self.expansion, 1, act=False, dims=3)
         self.downsample = downsample
         self.relu = nn.ReLU(inplace=True)
+        self.non_local_block: nn.Module | None = None   # set by ResNet3d where the table asks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+        out = self.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+        return out if self.non_local_block is None else self.non_local_block(out)
 
 
 ARCH_SETTINGS_3D: dict[int, tuple[type[nn.Module], tuple[int, ...]]] = {
@@ -195,6 +216,10 @@ class ResNet3d(nn.Module):
             inplanes = planes * block.expansion
             for j in range(1, n):
                 blocks.append(block(inplanes, planes, 1, 1, 1, None, bool(inflate[j]), arch.inflate_style))
+            for j, flag in enumerate(_per_block(arch.non_local[i], n, f"non_local[{i}]")):
+                if flag:
+                    blocks[j].non_local_block = NonLocal3d(inplanes, arch.non_local_mode, arch.non_local_use_scale,
+                                                           arch.non_local_sub_sample)
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.res_layers.append(f"layer{i + 1}")
         self.feat_dim = inplanes
@@ -210,6 +235,9 @@ class ResNet3d(nn.Module):
             elif isinstance(m, nn.BatchNorm3d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        for m in self.modules():       # mmcv's own init for non-local blocks (identity at start)
+            if isinstance(m, NonLocal3d):
+                m.init_weights()
         if self.arch.zero_init_residual:
             for m in self.modules():
                 if isinstance(m, Bottleneck3d):
@@ -322,6 +350,20 @@ ROWS = register_presets([
                  ("i3d_imagenet-pretrained-r50_8xb8-dense-32x2x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
                  params=28_043_472, preset="i3d_dense_32x2x1",
                  doc="I3D ResNet-50 32x2 with dense sampling (DenseSampleFrames, 10 test positions)"),
+    *[resnet3d_row(f"i3d_nl_{mode}_r50_32x2x1_100e_kinetics400_rgb", f"i3d_nl_{mode}", 32, 2,
+                   (f"i3d_imagenet-pretrained-r50-nl-{mode.replace('_', '-')}_8xb8-32x2x1-100e_kinetics400-rgb",),
+                   epochs=100, imagenet=True, params=params, preset="i3d_32x2x1",
+                   doc=f"I3D ResNet-50 32x2 with {mode.replace('_', ' ')} non-local blocks (res3, res4)")
+      for mode, params in (("embedded_gaussian", 35_397_840), ("gaussian", 31_723_728),
+                           ("dot_product", 35_397_840))],
+    resnet3d_row("slowonly_nl_embedded_gaussian_r50_4x16x1_150e_kinetics400_rgb", "slowonly_nl", 4, 16,
+                 ("slowonly_r50-in1k-pre-nl-embedded-gaussian_8xb16-4x16x1-steplr-150e_kinetics400-rgb",),
+                 epochs=150, imagenet=True, params=39_808_464, preset="slowonly_4x16x1",
+                 doc="SlowOnly ResNet-50 4x16 with embedded-gaussian non-local blocks, ImageNet-inflated"),
+    resnet3d_row("slowonly_nl_embedded_gaussian_r50_8x8x1_150e_kinetics400_rgb", "slowonly_nl", 8, 8,
+                 ("slowonly_r50-in1k-pre-nl-embedded-gaussian_8xb16-8x8x1-steplr-150e_kinetics400-rgb",),
+                 epochs=150, imagenet=True, params=39_808_464, preset="slowonly_8x8x1",
+                 doc="SlowOnly ResNet-50 8x8 with embedded-gaussian non-local blocks, ImageNet-inflated"),
     resnet3d_row("c2d_r50_8x8x1_100e_kinetics400_rgb", "c2d", 8, 8,
                  ("c2d_r50-in1k-pre_8xb32-8x8x1-100e_kinetics400-rgb",), epochs=100, imagenet=True,
                  params=24_327_632, doc="C2D ResNet-50 8x8 (2D kernels, one temporal pool after res2)"),

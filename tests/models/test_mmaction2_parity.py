@@ -70,6 +70,15 @@ REF_SCRIPT = textwrap.dedent(r"""
                     m.running_var.uniform_(0.5, 2.0)
                     m.weight.uniform_(0.5, 1.5)
                     m.bias.normal_(0, 0.2)
+            # a non-local block's output BN near zero keeps it close to its skip path (random
+            # full-size BN there overflows the softmax / dot products: NaN scores in mmaction2 too)
+            for name, m in model.named_modules():
+                if name.endswith('non_local_block.conv_out.bn'):
+                    m.weight.mul_(0.05)
+                    m.bias.mul_(0.05)
+                if 'non_local_block.theta' in name or 'non_local_block.phi' in name:
+                    if isinstance(m, torch.nn.Conv3d):   # dot products of deep features overflow
+                        m.weight.mul_(0.01)
             model.cls_head.fc_cls.bias.normal_(0, 0.1)
         model.eval()
         x = torch.randn(*shape)
