@@ -17,7 +17,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from omnisource.errors import ConfigError
 
-from .resnet import ConvBN
+from .layers import ConvBN
 
 
 def fuse_conv_bn(model: nn.Module) -> int:

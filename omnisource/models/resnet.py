@@ -21,34 +21,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from omnisource.models.layers import ConvBN
+
 __all__ = ["ConvBN", "BasicBlock", "Bottleneck", "ResNet", "ARCH_SETTINGS_2D", "torchvision_to_mmaction_key",
            "imagenet_resnet_state"]
-
-
-class ConvBN(nn.Module):
-    """conv -> BN -> (ReLU), named like mmcv's ``ConvModule`` (children ``conv``, ``bn``).
-
-    ``dims`` selects Conv2d/BatchNorm2d or Conv3d/BatchNorm3d, so the 2D and 3D backbones share
-    one module (and one key layout).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
-                 stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
-                 dilation: int | Sequence[int] = 1, act: bool = True, dims: int = 2) -> None:
-        super().__init__()
-        conv_cls = nn.Conv2d if dims == 2 else nn.Conv3d
-        bn_cls = nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d
-        self.conv = conv_cls(in_channels, out_channels, kernel_size, stride=stride,
-                             padding=padding, dilation=dilation, bias=False)
-        self.bn = bn_cls(out_channels)
-        # ReLU has no parameters, so it adds no state-dict keys (as in ConvModule's `activate`).
-        self.activate = nn.ReLU(inplace=True) if act else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.bn(self.conv(x))
-        if self.activate is not None:
-            x = self.activate(x)
-        return x
 
 
 class BasicBlock(nn.Module):

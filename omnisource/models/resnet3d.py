@@ -33,7 +33,8 @@ from omnisource.models.heads import I3DHead
 from omnisource.models.nonlocal_block import NonLocal3d
 from omnisource.models.recognizers import Recognizer3D
 from omnisource.models.registry import Family, ModelPreset, register_family, register_presets
-from omnisource.models.resnet import ConvBN, eval_frozen_stages, freeze_stages, imagenet_resnet_state
+from omnisource.models.layers import ConvBN
+from omnisource.models.resnet import eval_frozen_stages, freeze_stages, imagenet_resnet_state
 
 __all__ = ["Arch3D", "ARCHS_3D", "BasicBlock3d", "Bottleneck3d", "ResNet3d", "ARCH_SETTINGS_3D", "FAMILY",
            "ROWS", "resnet3d_row"]
