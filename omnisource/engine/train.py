@@ -577,14 +577,9 @@ def _takes_loss_fn(net: nn.Module) -> bool:
     """Whether the (unwrapped) model's forward accepts ``loss_fn`` (our recognizers do)."""
     import inspect
 
-    m = net
-    while True:
-        if isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            m = m.module
-        elif isinstance(getattr(m, "_orig_mod", None), nn.Module):
-            m = m._orig_mod
-        else:
-            break
+    from omnisource.models.checkpoint import unwrap_model
+
+    m = unwrap_model(net)
     cached = getattr(m, "_omnisource_takes_loss_fn", None)
     if cached is None:
         try:

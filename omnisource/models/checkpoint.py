@@ -312,7 +312,7 @@ def _is_tolerated_missing(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The bare model under DDP / DataParallel / torch.compile wrappers (keys match on it)."""
     while True:
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
@@ -345,7 +345,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True,
     error, never silently replaced. 2D kernels load into ``1xkxk`` 3D kernels (mmaction2's C2D).
     """
     file = str(path)
-    model = _unwrap(model)
+    model = unwrap_model(model)
     sd, meta = extract_state_dict(read_checkpoint_file(path), file)
     from omnisource.models.registry import family_of
 
@@ -472,7 +472,7 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, strict: bool = 
     if "://" in p:
         raise InputError("pretrained must be a local file path (omnisource never downloads weights)", file=p)
     sd, meta = extract_state_dict(read_checkpoint_file(path), file)
-    model = _unwrap(model)
+    model = unwrap_model(model)
     src, kind = _backbone_state_from(model, sd)
     if not src:
         raise InputError("unrecognised backbone checkpoint: expected torchvision/timm ResNet keys "

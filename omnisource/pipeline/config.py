@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from omnisource.errors import ConfigError
+from omnisource.utils.yaml_io import short
 
 RUN_DEFAULTS: dict[str, Any] = {
     "seed": 0,                    # seeds everything (world, training, filtering)
@@ -178,11 +179,6 @@ def _into_open_section(cfg: dict, parts: list[str], value: Any) -> tuple[list[st
     return parts, value
 
 
-def _short(text: str, n: int = 80) -> str:
-    """At most ``n`` characters of a value echoed in an error (a 50 MB value stays out of it)."""
-    return text if len(text) <= n else text[:n] + f"... ({len(text)} characters)"
-
-
 def _type_name(v: Any) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
             list: "a list", dict: "a mapping"}.get(type(v), type(v).__name__)
@@ -206,7 +202,7 @@ def _check_types(cfg: dict, defaults: dict, prefix: str) -> None:
               else isinstance(v, int) and not isinstance(v, bool) if isinstance(dv, int)
               else isinstance(v, type(dv)))
         if not ok:
-            raise ConfigError(f"{dotted} must be {_type_name(dv)}, got {_short(repr(v))}")
+            raise ConfigError(f"{dotted} must be {_type_name(dv)}, got {short(repr(v), 80)}")
 
 
 def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) -> RunSettings:
@@ -223,13 +219,13 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
         _merge(cfg, data, str(p))
     for item in sets:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {_short(item)!r}")
+            raise ConfigError(f"--set expects key=value, got {short(item, 80)!r}")
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             why = getattr(err, "problem", None) or "not a YAML value"
-            raise ConfigError(f"--set {_short(item)}: {why}") from None
+            raise ConfigError(f"--set {short(item, 80)}: {why}") from None
         parts = key.split(".")
         parts, value = _into_open_section(cfg, parts, value)
         node: dict = {}

@@ -573,7 +573,10 @@ class Pipeline:
         return None
 
     def _test(self, sdir: Path, runs: list[str]) -> dict[str, Any]:
+        from omnisource.engine.metrics import format_metric
+
         out = {}
+        n = len(self.class_names())
         for name in runs:
             res = self.stages[name].result
             metrics = evaluate_checkpoint(res["config"], res["checkpoint"], self.paths()["val"],
@@ -581,9 +584,6 @@ class Pipeline:
                                           dict(self.s.presets.overrides), self.paths()["label_map"],
                                           report_dir=sdir / f"report-{name}")
             out[name] = metrics
-            from omnisource.engine.metrics import format_metric
-
-            n = len(self.class_names())
             self.say(f"  {name}: top1 {format_metric('top1_acc', metrics.get('top1_acc'), n)} "
                      f"top5 {format_metric('top5_acc', metrics.get('top5_acc'), n)}")
         return out
@@ -772,7 +772,7 @@ def evaluate_checkpoint(config: str, checkpoint: str, ann_file: Path, data_root:
     from omnisource.engine import checkpoint_io as ckio
     from omnisource.engine.evaluate import compute_metrics, run_inference
     from omnisource.engine.loaders import eval_loader
-    from omnisource.engine.train import build_model
+    from omnisource.engine.modeling import build_model
     from omnisource.config import load_config
 
     cfg = load_config(config)
