@@ -80,9 +80,8 @@ def _init_worker(ds: ClipDataset, pool_process: bool = True, quick: bool = False
     _DS, _QUICK = ds, quick
     if not pool_process:
         return
-    from omnisource.data.workers import ignore_sigterm
-
-    ignore_sigterm()   # the main process handles it and ends the pool
+    # SIGTERM is left at its default here (unlike DataLoader workers): Pool.terminate() ends its
+    # workers with SIGTERM, and a pool whose workers ignored it hung in join() on exit
     try:
         import torch
 
