@@ -3,6 +3,7 @@ over several generated worlds and seeds, printing the mean and spread of every r
 
     python benchmarks/joint_ablation.py [--worlds demo weak-teacher motion-few] [--seeds 0 1 2]
                                         [--work DIR] [--set key=value ...] [--out results.json]
+                                        [--sweep key=v1,v2,...]
 
 Each (world, seed) is one ``omnisource run --ablations`` in ``WORK/<world>/seed<N>`` (finished
 stages are reused on a re-run, so an interrupted harness resumes). The worlds differ from the demo
@@ -10,14 +11,21 @@ in the ways the paper's claim depends on:
 
 * ``demo``          the README world (8 classes, 3 pairs separable only by motion, 12 labelled
                     clips per class);
-* ``weak-teacher``  6 labelled clips per class and twice the pixel noise: a teacher near 50% top-1,
-                    so its pseudo-labels are noisy;
+* ``weak-teacher``  8 labelled clips per class, more pixel noise and untrimmed action segments
+                    shorter than a clip: a teacher near 50% top-1, so its pseudo-labels are
+                    noisy, and few untrimmed windows are all action;
 * ``motion-few``    4 motion-only pairs (every class shares its appearance with another) and a
                     small crawl (20 images, 30 videos, 3 untrimmed per class): few kept samples,
                     and images that cannot show what separates the classes.
 
-Printed per world: each run's top-1 (mean +- std over seeds, in %), each source's kept count and
-pseudo-label precision against the world's truth, and the three checks of the issue: all sources
+``--sweep key=v1,v2`` measures one setting instead: for each value, the student (target + all
+sources) is trained again in a copy of each (world, seed) folder with ``--set key=value`` (the
+world, teachers and filtering are reused when the setting does not change them), and the table
+is the student's top-1 per value.
+
+Printed per world: each run's top-1 (mean +- std over seeds, in %), each source's kept count,
+its pseudo-label precision against the world's truth next to the calibrated estimate the run
+weighted it with, the student's batch size and loss weight for it, and the three checks of the issue: all sources
 >= the best single source (within the seeds' spread), all sources >= target + 4 points where a
 single source helps, unfiltered < filtered. Measured numbers only; nothing is asserted. Each
 (world, seed) costs 4-5 minutes on 2 CPU cores (``--reduced``: a seconds-long smoke run).
@@ -34,7 +42,7 @@ from typing import Any
 
 WORLDS: dict[str, dict[str, Any]] = {
     "demo": {},
-    "weak-teacher": {"train_per_class": 6, "noise": 12.0},
+    "weak-teacher": {"train_per_class": 8, "noise": 10.0, "segment_scale": 0.5},
     "motion-few": {"motion_pairs": 4, "web_images_per_class": 20, "web_videos_per_class": 30,
                    "untrimmed_per_class": 3},
 }
@@ -44,7 +52,8 @@ LABELS = {"teacher": "target only", "only-web_images": "+ web images", "only-web
           "only-untrimmed": "+ untrimmed", "student": "+ all sources", "unfiltered": "+ all, unfiltered"}
 
 
-def run_one(world: str, seed: int, work: Path, sets: list[str], reduced: bool) -> dict[str, Any]:
+def run_one(world: str, seed: int, work: Path, sets: list[str], reduced: bool, ablations: bool = True,
+            folder: str | None = None) -> dict[str, Any]:
     from omnisource.pipeline.run import run_pipeline
     from omnisource.pipeline.world import WorldSpec
 
@@ -57,11 +66,53 @@ def run_one(world: str, seed: int, work: Path, sets: list[str], reduced: bool) -
     else:
         spec = WorldSpec(seed=seed, **knobs)
     t0 = time.time()
-    res = run_pipeline(work / world / f"seed{seed}", None, None, (f"seed={seed}", *sets), ablations=True,
-                       world_spec=spec, say=lambda m: None, progress=False)
+    res = run_pipeline(work / world / (folder or f"seed{seed}"), None, None, (f"seed={seed}", *sets),
+                       ablations=ablations, world_spec=spec, say=lambda m: None, progress=False)
     top1 = {r["run"]: r["top1"] for r in res.get("table", [])}
     return {"world": world, "seed": seed, "seconds": round(time.time() - t0, 1), "top1": top1,
-            "filtering": res.get("filtering", {}), "warning": res.get("warning")}
+            "filtering": res.get("filtering", {}), "warning": res.get("warning"),
+            "calibration": res.get("calibration")}
+
+
+def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The student's top-1 for each value of one setting, in copies of the (world, seed) folders."""
+    import shutil
+
+    key, _, values = args.sweep.partition("=")
+    if not key or not values:
+        raise SystemExit("--sweep expects key=v1,v2,...")
+    if args.sweep:
+        results = sweep(args)
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
+    results = []
+    for world in args.worlds:
+        for seed in args.seeds:
+            base = Path(args.work) / world / f"seed{seed}"
+            for v in values.split(","):
+                folder = f"seed{seed}-sweep-{key}={v}"
+                dest = Path(args.work) / world / folder
+                if not dest.exists() and (base / "results.json").is_file():
+                    shutil.copytree(base, dest, ignore=shutil.ignore_patterns(".lock*"))
+                r = run_one(world, seed, Path(args.work), list(args.sets) + [f"{key}={v}"], args.reduced,
+                            ablations=False, folder=folder)
+                r["value"] = v
+                results.append(r)
+                print(f"{world} seed {seed} {key}={v}: student {100 * (r['top1'].get('student') or 0):.1f}, "
+                      f"target only {100 * (r['top1'].get('teacher') or 0):.1f} ({r['seconds']:.0f} s)", flush=True)
+    print()
+    for world in args.worlds:
+        print(f"world {world}: {key}")
+        for v in values.split(","):
+            rs = [r for r in results if r["world"] == world and r["value"] == v]
+            st = [100 * r["top1"]["student"] for r in rs if r["top1"].get("student") is not None]
+            te = [100 * r["top1"]["teacher"] for r in rs if r["top1"].get("teacher") is not None]
+            if st:
+                m, sd = _ms(st)
+                print(f"  {key}={v:<12} student {m:5.1f} +- {sd:4.1f}   (target only {_ms(te)[0]:5.1f}; "
+                      f"{len(st)} seed(s))")
+    return results
 
 
 def _ms(values: list[float]) -> tuple[float, float]:
@@ -84,9 +135,25 @@ def summarise(results: list[dict[str, Any]]) -> str:
             kept = [r["filtering"][src]["kept"] for r in rs if src in r["filtering"]]
             prec = [r["filtering"][src].get("pseudo_label_precision") for r in rs if src in r["filtering"]]
             prec = [100 * p for p in prec if p is not None]
+            est = [100 * r["filtering"][src]["estimated_precision"] for r in rs
+                   if r["filtering"].get(src, {}).get("estimated_precision") is not None]
+            bsz = [r["filtering"][src]["student_batch_size"] for r in rs
+                   if r["filtering"].get(src, {}).get("student_batch_size") is not None]
+            lw = [r["filtering"][src]["student_loss_weight"] for r in rs
+                  if r["filtering"].get(src, {}).get("student_loss_weight") is not None]
             if kept:
                 lines.append(f"  {src:<20} kept {statistics.mean(kept):6.1f}; pseudo-label precision "
-                             + (f"{statistics.mean(prec):.0f}%" if prec else "n/a"))
+                             + (f"{statistics.mean(prec):.0f}%" if prec else "n/a")
+                             + (f" (calibrated estimate {statistics.mean(est):.0f}%)" if est else "")
+                             + (f"; student batch {statistics.mean(bsz):.1f}, loss weight {statistics.mean(lw):.2f}"
+                                if bsz and lw else ""))
+        cals = [r["calibration"] for r in rs if r.get("calibration")]
+        for key in ("video_ensemble", "video_teacher", "image"):
+            acc = [100 * c[key]["accuracy"] for c in cals if key in c]
+            thr = [c[key]["threshold"] for c in cals if key in c and c[key].get("threshold") is not None]
+            if acc:
+                lines.append(f"  calibration {key:<15} held-out top-1 {statistics.mean(acc):4.0f}%; threshold "
+                             + (f"{statistics.mean(thr):.2f}" if thr else "n/a"))
         singles = {k: v for k, v in stats.items() if k.startswith("only-")}
         if "student" in stats and "teacher" in stats and singles:
             best = max(singles, key=lambda k: singles[k][0])
@@ -110,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run settings applied to every run (omnisource run --set)")
     ap.add_argument("--reduced", action="store_true", help="tiny worlds and short training (smoke test)")
     ap.add_argument("--out", default=None, help="write every run's numbers as JSON")
+    ap.add_argument("--sweep", default=None, metavar="KEY=V1,V2",
+                    help="the student's top-1 for each value of one run setting (after the ablation runs)")
     args = ap.parse_args(argv)
     import logging
     import platform
@@ -119,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"joint ablation harness: worlds {args.worlds}, seeds {args.seeds}; CPU {platform.processor() or platform.machine()}",
           flush=True)
+    if args.sweep:
+        results = sweep(args)
+        if args.out:
+            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     results = []
     for world in args.worlds:
         for seed in args.seeds:

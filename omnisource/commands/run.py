@@ -84,8 +84,15 @@ def run(args: argparse.Namespace) -> int:
         unit = " positive clips from" if src == "untrimmed" else " of"
         line = f"teacher filtering, {src}: kept {info['kept']}"
         if info.get("crawl_size"):
+            prec = info.get("pseudo_label_precision")
             line += (f"{unit} {info['crawl_size']} crawled ({100 * info['relevant_in_crawl']:.0f}% relevant);"
-                     f" pseudo-label precision {100 * (info['pseudo_label_precision'] or 0):.0f}%")
+                     f" pseudo-label precision " + ("n/a" if prec is None else f"{100 * prec:.0f}%"))
+        if info.get("threshold") is not None:
+            line += f"; threshold {info['threshold']:.2f}"
+        if info.get("estimated_precision") is not None:
+            line += f" (calibrated precision estimate {100 * info['estimated_precision']:.0f}%)"
+        if info.get("student_batch_size") is not None:
+            line += f"; student batch {info['student_batch_size']}, loss weight {info['student_loss_weight']:.2f}"
         if info.get("ablation_gain_top1") is not None:
             line += f"; target + {src} alone: {100 * info['ablation_gain_top1']:+.1f} top-1 points"
         print(line)

@@ -29,7 +29,8 @@ def fuse_conv_bn(model: nn.Module) -> int:
         raise ConfigError("fuse_conv_bn needs a model in eval mode (call model.eval() first)")
     fused = 0
     for module in model.modules():
-        if isinstance(module, ConvBN) and isinstance(module.bn, nn.modules.batchnorm._BatchNorm):
+        if (isinstance(module, ConvBN) and isinstance(module.bn, nn.modules.batchnorm._BatchNorm)
+                and isinstance(module.conv, (nn.Conv2d, nn.Conv3d))):   # (R(2+1)D's factorised conv: not folded)
             module.conv = fuse_conv_bn_eval(module.conv, module.bn)
             module.bn = nn.Identity()
             fused += 1

@@ -106,12 +106,13 @@ class BasicBlock3d(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, spatial_stride: int = 1, temporal_stride: int = 1,
                  dilation: int = 1, downsample: nn.Module | None = None, inflate: bool = True,
-                 inflate_style: str = "3x1x1") -> None:
+                 inflate_style: str = "3x1x1", conv_kw: dict[str, Any] | None = None) -> None:
         super().__init__()
+        ckw = conv_kw or {}
         kt, pt = (3, 1) if inflate else (1, 0)
         self.conv1 = ConvBN(inplanes, planes, (kt, 3, 3), stride=(temporal_stride, spatial_stride, spatial_stride),
-                            padding=(pt, dilation, dilation), dilation=(1, dilation, dilation), dims=3)
-        self.conv2 = ConvBN(planes, planes, (kt, 3, 3), padding=(pt, 1, 1), act=False, dims=3)
+                            padding=(pt, dilation, dilation), dilation=(1, dilation, dilation), dims=3, **ckw)
+        self.conv2 = ConvBN(planes, planes, (kt, 3, 3), padding=(pt, 1, 1), act=False, dims=3, **ckw)
         self.downsample = downsample
         self.relu = nn.ReLU(inplace=True)
         self.non_local_block: nn.Module | None = None   # set by ResNet3d where the table asks
@@ -129,8 +130,9 @@ class Bottleneck3d(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, spatial_stride: int = 1, temporal_stride: int = 1,
                  dilation: int = 1, downsample: nn.Module | None = None, inflate: bool = True,
-                 inflate_style: str = "3x1x1") -> None:
+                 inflate_style: str = "3x1x1", conv_kw: dict[str, Any] | None = None) -> None:
         super().__init__()
+        ckw = conv_kw or {}
         if inflate_style not in ("3x1x1", "3x3x3"):
             raise ValueError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
         k1, p1 = (1, 1, 1), (0, 0, 0)
@@ -139,13 +141,18 @@ class Bottleneck3d(nn.Module):
             k1, p1 = (3, 1, 1), (1, 0, 0)
         elif inflate:
             k2, p2 = (3, 3, 3), (1, dilation, dilation)
-        self.conv1 = ConvBN(inplanes, planes, k1, padding=p1, dims=3)
-        self.conv2 = ConvBN(planes, planes, k2, stride=(temporal_stride, spatial_stride, spatial_stride),
-                            padding=p2, dilation=(1, dilation, dilation), dims=3)
-        self.conv3 = ConvBN(planes, planes * self.expansion, 1, act=False, dims=3)
+        self.conv1 = ConvBN(inplanes, planes, k1, padding=p1, dims=3, **ckw)
+        self.conv2 = self.make_conv2(planes, k2, (temporal_stride, spatial_stride, spatial_stride), p2,
+                                     (1, dilation, dilation), ckw)
+        self.conv3 = ConvBN(planes, planes * self.expansion, 1, act=False, dims=3, **ckw)
         self.downsample = downsample
         self.relu = nn.ReLU(inplace=True)
         self.non_local_block: nn.Module | None = None   # set by ResNet3d where the table asks
+
+    def make_conv2(self, planes: int, kernel: tuple[int, int, int], stride: tuple[int, int, int],
+                   padding: tuple[int, int, int], dilation: tuple[int, int, int], ckw: dict[str, Any]) -> nn.Module:
+        """The middle convolution (CSN's channel-separated blocks replace it)."""
+        return ConvBN(planes, planes, kernel, stride=stride, padding=padding, dilation=dilation, dims=3, **ckw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -180,6 +187,8 @@ class ResNet3d(nn.Module):
 
     def __init__(self, depth: int = 50, arch: str | Arch3D = "slowonly", in_channels: int = 3,
                  base_channels: int = 64, frozen_stages: int = -1, norm_eval: bool = False,
+                 bn_frozen: bool = False, *, block: type[nn.Module] | None = None,
+                 conv_kw: dict[str, Any] | None = None, lateral_inplanes: Sequence[int] = (0, 0, 0, 0),
                  **arch_overrides) -> None:
         super().__init__()
         if depth not in ARCH_SETTINGS_3D:
@@ -196,11 +205,14 @@ class ResNet3d(nn.Module):
         self.depth = depth
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        block, stage_blocks = ARCH_SETTINGS_3D[depth]
+        self.bn_frozen = bn_frozen
+        default_block, stage_blocks = ARCH_SETTINGS_3D[depth]
+        block = block or default_block
+        ckw = dict(conv_kw or {})
         kt, kh, kw = arch.conv1_kernel
         self.conv1 = ConvBN(in_channels, base_channels, arch.conv1_kernel,
                             stride=(arch.conv1_stride_t, 2, 2),
-                            padding=((kt - 1) // 2, (kh - 1) // 2, (kw - 1) // 2), dims=3)
+                            padding=((kt - 1) // 2, (kh - 1) // 2, (kw - 1) // 2), dims=3, **ckw)
         self.maxpool = nn.MaxPool3d(kernel_size=(1, 3, 3), stride=(arch.pool1_stride_t, 2, 2),
                                     padding=arch.pool1_padding)
         self.pool2 = nn.MaxPool3d(kernel_size=(2, 1, 1), stride=(2, 1, 1))
@@ -211,12 +223,16 @@ class ResNet3d(nn.Module):
             s, t = arch.spatial_strides[i], arch.temporal_strides[i]
             inflate = _per_block(arch.inflate[i], n, f"inflate[{i}]")
             downsample = None
+            inplanes += int(lateral_inplanes[i])   # SlowFast: the fast pathway's lateral features
             if s != 1 or inplanes != planes * block.expansion:
-                downsample = ConvBN(inplanes, planes * block.expansion, 1, stride=(t, s, s), act=False, dims=3)
-            blocks = [block(inplanes, planes, s, t, 1, downsample, bool(inflate[0]), arch.inflate_style)]
+                downsample = ConvBN(inplanes, planes * block.expansion, 1, stride=(t, s, s), act=False, dims=3,
+                                    **ckw)
+            blocks = [block(inplanes, planes, s, t, 1, downsample, bool(inflate[0]), arch.inflate_style,
+                            conv_kw=ckw)]
             inplanes = planes * block.expansion
             for j in range(1, n):
-                blocks.append(block(inplanes, planes, 1, 1, 1, None, bool(inflate[j]), arch.inflate_style))
+                blocks.append(block(inplanes, planes, 1, 1, 1, None, bool(inflate[j]), arch.inflate_style,
+                                    conv_kw=ckw))
             for j, flag in enumerate(_per_block(arch.non_local[i], n, f"non_local[{i}]")):
                 if flag:
                     blocks[j].non_local_block = NonLocal3d(inplanes, arch.non_local_mode, arch.non_local_use_scale,
@@ -226,6 +242,8 @@ class ResNet3d(nn.Module):
         self.feat_dim = inplanes
         self.init_weights()
         self._apply_freezing()
+        if bn_frozen:
+            self._apply_bn_frozen()
 
     def init_weights(self) -> None:
         """mmaction2's from-scratch init: Kaiming convs, BN 1/0, last BN of each block 0
@@ -266,6 +284,14 @@ class ResNet3d(nn.Module):
         eval_frozen_stages(self, self.frozen_stages, self.norm_eval)
         return self
 
+    def _apply_bn_frozen(self) -> None:
+        """mmaction2's ``bn_frozen`` (CSN's IG65M / Sports-1M fine-tuning rows): BatchNorm affine
+        parameters take no gradient (with ``norm_eval``, statistics stay fixed too)."""
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                for prm in m.parameters():
+                    prm.requires_grad = False
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +313,7 @@ def _build(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: di
 
 FAMILY = register_family(Family(
     name="resnet3d", layout="3d", build=_build,
-    overrides=frozenset({"frozen_stages", "norm_eval"} | {f.name for f in fields(Arch3D) if f.name != "notes"}),
+    overrides=frozenset({"frozen_stages", "norm_eval", "bn_frozen"} | {f.name for f in fields(Arch3D) if f.name != "notes"}),
     tiny={"base_channels": 8},
     pretrained_state=imagenet_resnet_state, inflate=True,
     doc="3D ResNets from one table: SlowOnly, I3D, C2D (mmaction2 ResNet3d / ResNet3dSlowOnly / C2D + I3DHead)",

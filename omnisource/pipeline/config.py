@@ -55,9 +55,19 @@ RUN_DEFAULTS: dict[str, Any] = {
         "mixup_alpha": 0.0,       # intra-dataset mixup of the teacher / cross-dataset of students
         "step_mode": "joint",     # joint (one step on the summed loss) | alternate (mmaction2 0.x)
         "max_iters_per_epoch": None,  # cap iterations per epoch (smoke tests); None: the whole target set
+        # auxiliary batches of a joint run (auto batch sizes) add up to at most this times
+        # `batch_size`, so the target keeps at least half of every step at 1.0
+        "max_aux_ratio": 1.0,
     },
     "filter": {                   # teacher filtering (paper section 3.4)
-        "threshold": None,        # global confidence threshold (None: rank rule only)
+        # confidence threshold: auto = per source, the confidence at which the teacher (calibrated
+        # on a held-out split of the training set) is right with probability min_precision;
+        # a number = one global threshold; null = rank rule only
+        "threshold": "auto",
+        "min_precision": 0.5,     # auto thresholds: calibrated precision of the least confident kept sample
+        # share of each class's training samples held out to calibrate the teachers (auto
+        # thresholds and auto source weights); calibration teachers train on the rest
+        "holdout": 0.25,
         "top_fraction_per_class": 0.5,  # keep the most confident share of each query class
         "agree": True,            # teacher argmax must equal the query class
         "soft_labels": "none",    # none | dense: teacher probabilities as soft targets
@@ -69,26 +79,27 @@ RUN_DEFAULTS: dict[str, Any] = {
         # [teacher] alone is the single-teacher filter.
         "video_teachers": ["teacher", "teacher-2d"],  # teachers averaged on web videos
     },
-    # auxiliary sources of the student (absent lists are skipped). loss_weight None = batch
-    # size / target batch size: the per-source mean losses then add up to the sum over all
-    # samples of Eq. 1 (divided by the target batch), so a source weighs what its share of the
-    # batch is -- weight 1.0 per source would let three small web batches outweigh the target.
-    # Batch sizes follow what each source can teach a video model: filtered web videos are the
-    # largest and carry motion; the few kept images (no motion) and untrimmed clips would be
-    # repeated dozens of times per run at a larger batch and get small ones (equal batches of
-    # 4 made the demo student's margin over the baseline swing widely from seed to seed).
+    # auxiliary sources of the student (absent lists are skipped). batch_size auto: from the
+    # source's kept count and calibrated pseudo-label precision (pipeline/source_weights.py:
+    # min(1, kept / target size) * precision above chance, times the target batch), with loss
+    # weight = that raw batch / target batch. A number = that batch; loss_weight null = batch
+    # size / target batch size (the per-source mean losses then add up to the sum over all
+    # samples of Eq. 1, divided by the target batch; weight 1.0 per source would let three small
+    # web batches outweigh the target).
     "sources": {
         # a still image shows appearance, not motion: the 2D teacher's probabilities (split
         # between classes that look alike) are its honest label, so images get soft labels
-        "web_images": {"batch_size": 2, "loss_weight": None, "resample": {"power": 0.2},
+        "web_images": {"batch_size": "auto", "loss_weight": None, "resample": {"power": 0.2},
                        "inflate": "still", "soft_labels": "dense"},
-        "web_videos": {"batch_size": 8, "loss_weight": None, "resample": {"power": 0.2}},
-        "untrimmed": {"batch_size": 2, "loss_weight": None, "resample": {"power": 0.2}},
+        "web_videos": {"batch_size": "auto", "loss_weight": None, "resample": {"power": 0.2}},
+        "untrimmed": {"batch_size": "auto", "loss_weight": None, "resample": {"power": 0.2}},
     },
     "untrimmed": {                # untrimmed -> clips (3D) / snippets (2D), paper section 3.5
         "window": 2.0,            # seconds per scored window (paper: 10 s on Kinetics)
         "stride": 1.0,            # seconds between window starts
-        "pos_threshold": 0.5,     # teacher probability of the query class that makes a window positive
+        # teacher probability of the query class that makes a window positive; auto = the
+        # calibrated threshold of the video teacher (as filter.threshold auto)
+        "pos_threshold": "auto",
         "agree": True,            # the teacher's argmax must be the query class too
     },
     "dedup": {                    # remove web samples similar to target val (paper section 3.3)
@@ -235,7 +246,24 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
             cur = cur[part]
         cur[parts[-1]] = value
         _merge(cfg, node, "--set")
+    for dotted, allow_null in (("filter.threshold", True), ("untrimmed.pos_threshold", False)):
+        sec, key = dotted.split(".")
+        v = cfg[sec][key]
+        if v == "auto" or (v is None and allow_null):
+            cfg[sec][key] = RUN_DEFAULTS[sec][key] if v == "auto" else v
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise ConfigError(f"{dotted} must be auto, {'null, ' if allow_null else ''}or a number "
+                              f"in [0, 1], got {short(repr(v), 80)}")
+    saved = {d: cfg[d.split(".")[0]].pop(d.split(".")[1]) for d in ("filter.threshold", "untrimmed.pos_threshold")}
     _check_types(cfg, RUN_DEFAULTS, "")
+    for d, v in saved.items():
+        cfg[d.split(".")[0]][d.split(".")[1]] = v
+    if not 0 < cfg["filter"]["holdout"] < 1:
+        raise ConfigError(f"filter.holdout must be in (0, 1), got {cfg['filter']['holdout']}")
+    if not 0 < cfg["filter"]["min_precision"] < 1:
+        raise ConfigError(f"filter.min_precision must be in (0, 1), got {cfg['filter']['min_precision']}")
+    if cfg["train"]["max_aux_ratio"] <= 0:
+        raise ConfigError(f"train.max_aux_ratio must be > 0, got {cfg['train']['max_aux_ratio']}")
     for key in ("epochs", "batch_size"):
         if cfg["train"][key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {cfg['train'][key]}")
@@ -250,6 +278,12 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
     for name, sc in cfg["sources"].items():
         if name not in ("web_images", "web_videos", "untrimmed"):
             raise ConfigError(f"sources.{name}: unknown source (web_images, web_videos, untrimmed)")
+        bs = (sc or {}).get("batch_size")
+        if bs is not None and bs != "auto" and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
+            raise ConfigError(f"sources.{name}.batch_size must be auto or an integer >= 1, got {short(repr(bs), 80)}")
+        lw = (sc or {}).get("loss_weight")
+        if lw is not None and (isinstance(lw, bool) or not isinstance(lw, (int, float)) or lw < 0):
+            raise ConfigError(f"sources.{name}.loss_weight must be null or a number >= 0, got {short(repr(lw), 80)}")
         soft = (sc or {}).get("soft_labels")
         if soft is not None and (soft not in ("none", "dense") or name == "untrimmed"):
             raise ConfigError(f"sources.{name}.soft_labels must be 'none' or 'dense' "

@@ -12,6 +12,10 @@ and resumes through its own machinery: the web stages through their journals, tr
     teacher-2d   train a 2D teacher on target frames: it scores web images (3D teachers never
                  do, paper 3.4), joins the video teacher in scoring web videos
                  (filter.video_teachers) and gives dedup its features
+    calibrate    the same two teachers trained on a per-class split of the training set; on the
+                 held-out rest they map confidence to "right with probability p"
+                 (web/calibration.py): per-source thresholds and source weights come from it,
+                 never from the validation set
     dedup-*      remove web samples that look like target val samples (web/dedup.py)
     score-*, select-*   teacher filtering + pseudo-labels (web/filter.py)
     untrimmed    positive clips of untrimmed videos (web/untrimmed.py)
@@ -46,7 +50,7 @@ from typing import Any, Callable
 from omnisource.errors import InputError, OmniSourceError
 import omnisource.models  # noqa: F401  (registers every family, the demo networks included)
 from omnisource.pipeline.config import RunSettings, load_run_settings
-from omnisource.utils.io import atomic_write_json, atomic_write_text, sha1_json
+from omnisource.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text, sha1_json
 
 log = logging.getLogger("omnisource.pipeline.run")
 
@@ -281,6 +285,11 @@ class Pipeline:
         if sources_present:   # scores images, gives dedup its features, joins the video ensemble
             self.stage("teacher-2d", {**base_ident, "image_teacher": dict(self.s.image_teacher)},
                        self._train_image_teacher)
+        if sources_present and self._needs_calibration():
+            self.stage("calibrate", {**base_ident, "image_teacher": dict(self.s.image_teacher),
+                                     "video_teachers": list(self.s.filter.video_teachers),
+                                     "holdout": float(self.s.filter.holdout)},
+                       self._calibrate, needs=("teacher",))
         for src in sources_present:
             self.stage(f"ingest-{src}", {"data": self._data_ident(), "src": src},
                        lambda d, src=src: self._ingest(d, src))
@@ -291,7 +300,8 @@ class Pipeline:
                        lambda d, src=src: self._dedup(d, src), needs=(f"ingest-{src}",))
             web_in = f"dedup-{src}" if self.ok(f"dedup-{src}") else f"ingest-{src}"
             if src == "untrimmed":
-                self.stage("untrimmed", {"u": dict(self.s.untrimmed), "in": web_in, "base": base_ident},
+                self.stage("untrimmed", {"u": dict(self.s.untrimmed), "in": web_in, "base": base_ident,
+                                         "pos_threshold": self._threshold("untrimmed")},
                            lambda d: self._untrimmed(d, web_in), needs=(web_in, "teacher"))
                 continue
             self.stage(f"score-{src}", {"in": web_in, "base": base_ident, "src": src, "teachers": list(teacher),
@@ -300,7 +310,8 @@ class Pipeline:
                        lambda d, src=src, web_in=web_in, teacher=teacher: self._score(d, src, web_in, teacher),
                        needs=(web_in,) + teacher)
             self.stage(f"select-{src}", {"filter": dict(self.s.filter), "src": src,
-                                         "soft_labels": self._soft_labels(src)},
+                                         "soft_labels": self._soft_labels(src),
+                                         "threshold": self._threshold(src)},
                        lambda d, src=src: self._select(d, src), needs=(f"score-{src}",))
         # training runs on auxiliary data
         filtered = {s: self._filtered_manifest(s) for s in sources_present}
@@ -317,7 +328,8 @@ class Pipeline:
                 runs.append((f"only-{s}", {s: m}))
         for run_name, srcs in runs:
             ident = {**base_ident, "sources": {k: [str(v), _file_hash(v)] for k, v in srcs.items()},
-                     "source_cfg": dict(self.s.sources)}
+                     "source_cfg": dict(self.s.sources),
+                     "weights": {k: [w.batch_size, w.loss_weight] for k, w in self._weights(srcs).items()}}
             self.stage(run_name, ident, lambda d, run_name=run_name, srcs=srcs: self._train_run(d, run_name, srcs))
         trained = [n for n in ["teacher"] + [r for r, _ in runs] if self.ok(n)]
         self.stage("test", {"runs": {n: self.stages[n].result.get("checkpoint_sha1") for n in trained},
@@ -371,11 +383,14 @@ class Pipeline:
                      + (f", {rep['failed']} unreadable" if rep["failed"] else ""))
         return out
 
-    def _train_cfg(self, name: str, sources: dict[str, Path], work: Path) -> Any:
-        """An omnisource training config (engine/train.py) for one run of the recipe."""
+    def _train_cfg(self, name: str, sources: dict[str, Path], work: Path, train_list: Path | None = None) -> Any:
+        """An omnisource training config (engine/train.py) for one run of the recipe
+        (``train_list`` replaces the target training list: the calibration teachers)."""
         from omnisource.config import config_from_dict
 
-        p = self.paths()
+        p = dict(self.paths())
+        if train_list is not None:
+            p["train"] = train_list
         t = self.s.train
         pov = dict(self.s.presets.overrides)
         nclass = len(self.class_names())
@@ -404,15 +419,17 @@ class Pipeline:
             items = [{"name": "target", "ann_file": str(p["train"]), "data_root": str(p["target_root"]),
                       "batch_size": int(t.batch_size), "role": "target",
                       "step_mode": t.step_mode, "overrides": dict(pov)}]
+            weights = self._weights(sources)
             for src, manifest in sources.items():
                 sc = dict(self.s.sources.get(src) or {})
                 sub, _ = WEB_SOURCES[src]
-                bs = int(sc.get("batch_size") or t.batch_size)
-                lw = sc.get("loss_weight")
+                w = weights[src]
+                if w.batch_size == 0:      # no better than chance: reported, not trained on
+                    continue
                 item = {"name": src, "ann_file": str(manifest),
                         "data_root": str(self.data / "web" / sub),  # type: ignore[operator]
-                        "batch_size": bs,
-                        "loss_weight": float(bs / int(t.batch_size) if lw is None else lw),
+                        "batch_size": w.batch_size,
+                        "loss_weight": float(w.loss_weight),
                         "resample": sc.get("resample"), "overrides": dict(pov),
                         "format": "manifest"}
                 if src == "web_images" and sc.get("inflate"):
@@ -421,11 +438,12 @@ class Pipeline:
             cfg["sources"] = items
         return config_from_dict(cfg, source=f"<omnisource run: {name}>")
 
-    def _train_run(self, sdir: Path, name: str, sources: dict[str, Path] | list) -> dict[str, Any]:
+    def _train_run(self, sdir: Path, name: str, sources: dict[str, Path] | list,
+                   train_list: Path | None = None) -> dict[str, Any]:
         from omnisource.engine.train import train
 
         srcs = dict(sources) if sources else {}
-        cfg = self._train_cfg(name, srcs, sdir)
+        cfg = self._train_cfg(name, srcs, sdir, train_list)
         cfg_file = _save_config(cfg, sdir / "run_config.yaml")
         summary = train(cfg, sdir, resume="auto", validate=False, device="cpu")
         ckpt = sdir / "latest.pth"
@@ -435,14 +453,18 @@ class Pipeline:
 
         return {"work_dir": str(sdir), "checkpoint": str(ckpt), "config": str(cfg_file),
                 "checkpoint_sha1": sha1_file(ckpt), "iterations": summary.get("global_iter"),
-                "sources": {k: str(v) for k, v in srcs.items()}}
+                "sources": {k: str(v) for k, v in srcs.items()},
+                "weights": {k: [w.batch_size, round(w.loss_weight, 4), w.reason]
+                            for k, w in self._weights(srcs).items()} if srcs else {}}
 
-    def _train_image_teacher(self, sdir: Path) -> dict[str, Any]:
+    def _train_image_teacher(self, sdir: Path, train_list: Path | None = None) -> dict[str, Any]:
         from omnisource.config import config_from_dict
         from omnisource.engine.train import train
         from omnisource.utils.io import sha1_file
 
-        p = self.paths()
+        p = dict(self.paths())
+        if train_list is not None:
+            p["train"] = train_list
         it = self.s.image_teacher
         pov = dict(it.preset_overrides)
         cfg = config_from_dict({
@@ -504,14 +526,164 @@ class Pipeline:
         return {"manifest": str(sdir / "out" / "manifest.jsonl"), "data_root": ing["data_root"],
                 "summary": _jsonable(summary)}
 
-    def _ensemble(self, teachers: str | tuple[str, ...], data_root: str):
-        """The teacher stages' models as one ensemble (probabilities averaged over teachers)."""
+    def _ensemble(self, teachers: str | tuple[str, ...], data_root: str, results: dict[str, dict] | None = None):
+        """The teacher stages' models as one ensemble (probabilities averaged over teachers);
+        ``results`` maps teacher names to other trained models (the calibration teachers)."""
         from omnisource.web.teacher import ModelSource, build_ensemble
 
         names = (teachers,) if isinstance(teachers, str) else teachers
-        srcs = [ModelSource(spec=self.stages[n].result["config"],
-                            checkpoint=self.stages[n].result["checkpoint"]) for n in names]
+        res = {n: (results or {}).get(n) or self.stages[n].result for n in names}
+        srcs = [ModelSource(spec=res[n]["config"], checkpoint=res[n]["checkpoint"]) for n in names]
         return build_ensemble(srcs, data_root=data_root, batch_size=32)
+
+    # ------------------------------------------------------------------ calibration (issue 19)
+    def _needs_calibration(self) -> bool:
+        """Whether anything is 'auto': thresholds or source batch sizes."""
+        return (self.s.filter.threshold == "auto" or self.s.untrimmed.pos_threshold == "auto"
+                or any((sc or {}).get("batch_size") == "auto" for sc in self.s.sources.values()))
+
+    def _scorer(self, src: str) -> str:
+        """Which teacher ensemble scores a source (its calibration key)."""
+        return {"web_images": "image", "untrimmed": "video_teacher"}.get(src, "video_ensemble")
+
+    def _calibration(self, src: str):
+        from omnisource.web.calibration import Calibration
+
+        if not self.ok("calibrate"):
+            return None
+        d = self.stages["calibrate"].result.get("calibrations", {}).get(self._scorer(src))
+        return None if d is None else Calibration.from_dict(d)
+
+    def _threshold(self, src: str) -> float | None:
+        """The selection threshold of a source: a fixed setting, or (auto) the confidence at which
+        its calibrated teacher is right with probability ``filter.min_precision``."""
+        setting = self.s.untrimmed.pos_threshold if src == "untrimmed" else self.s.filter.threshold
+        if setting != "auto":
+            return None if setting is None else float(setting)
+        cal = self._calibration(src)
+        thr = None if cal is None else cal.threshold(float(self.s.filter.min_precision))
+        if src == "untrimmed" and thr is None:
+            return 0.5          # the paper's positive-window rule when calibration is unavailable
+        return None if thr is None else round(thr, 4)
+
+    def _kept_precision(self, src: str, manifest: Path) -> float | None:
+        """Mean calibrated correctness of a source's kept samples (its estimated precision)."""
+        from omnisource.data.annotations import iter_manifest
+
+        cal = self._calibration(src)
+        if cal is None:
+            return None
+        scores = [float(r.score) for r in iter_manifest(manifest) if r.score is not None]
+        return float(cal.correctness(scores).mean()) if scores else None
+
+    def _weights(self, sources: dict[str, Path]) -> dict[str, Any]:
+        """Batch size and loss weight of each auxiliary source of a joint run."""
+        from omnisource.pipeline.source_weights import SourceStats, SourceWeight, auto_source_weights
+
+        t = self.s.train
+        bt = int(t.batch_size)
+        auto = {s: m for s, m in sources.items() if (self.s.sources.get(s) or {}).get("batch_size") == "auto"}
+        out: dict[str, Any] = {}
+        if auto:
+            n_target = self._target_size()
+            stats = {s: SourceStats(kept=_count_records(m), precision=self._kept_precision(s, m))
+                     for s, m in auto.items()}
+            out.update(auto_source_weights(stats, n_target, bt, len(self.class_names()),
+                                           max_aux_ratio=float(t.max_aux_ratio)))
+        for s in sources:
+            sc = dict(self.s.sources.get(s) or {})
+            if s in out:
+                if sc.get("loss_weight") is not None:
+                    out[s].loss_weight = float(sc["loss_weight"])
+                continue
+            bs = int(sc.get("batch_size") or bt)
+            lw = sc.get("loss_weight")
+            out[s] = SourceWeight(bs, float(bs / bt if lw is None else lw), bs / bt, "set in sources")
+        return out
+
+    def _target_size(self) -> int:
+        from omnisource.data.annotations import load_annotations
+
+        if not hasattr(self, "_n_target"):
+            self._n_target = len(load_annotations(self.paths()["train"], data_root=self.paths()["target_root"]))
+        return self._n_target
+
+    def _calibrate(self, sdir: Path) -> dict[str, Any]:
+        """Teachers trained on a per-class split of the training set, calibrated on the rest."""
+        from omnisource.data.annotations import ManifestRecord, detect_format, load_annotations, write_annotations
+        from omnisource.web.calibration import fit_calibration, stratified_holdout
+
+        p = self.paths()
+        fmt = detect_format(p["train"], data_root=p["target_root"])
+        rows = load_annotations(p["train"], format=fmt, data_root=p["target_root"])
+        labels = [int(r.label) for r in rows]  # type: ignore[arg-type]  (training rows carry labels)
+        held = stratified_holdout(labels, float(self.s.filter.holdout), int(self.s.seed))
+        fit_rows = [r for r, h in zip(rows, held) if not h]
+        held_rows = [r for r, h in zip(rows, held) if h]
+        out: dict[str, Any] = {"fit": len(fit_rows), "held_out": len(held_rows), "calibrations": {}}
+        if len(held_rows) < 8:
+            out["note"] = (f"{len(held_rows)} held-out samples are too few to calibrate on; "
+                           "auto thresholds fall back to the rank rule, auto weights to kept counts")
+            self.say(f"  calibrate: {out['note']}")
+            return out
+        fit_list = sdir / "fit.txt"
+        write_annotations(fit_list, fit_rows, fmt)
+        self.say(f"  calibrate: teachers on {len(fit_rows)} training samples, "
+                 f"calibrated on the other {len(held_rows)}")
+        cal_teachers = {"teacher": self._train_run(sdir / "teacher", "calibrate", [], train_list=fit_list),
+                        "teacher-2d": self._train_image_teacher(sdir / "teacher-2d", train_list=fit_list)}
+        root = str(p["target_root"])
+        recs = [ManifestRecord(path=r.path, source="calibration", kind=r.kind, query_label=int(r.label),  # type: ignore[arg-type]
+                               frame_inds=None) for r in held_rows]
+        stills = self._held_stills(sdir / "stills", held_rows)
+        scorers = {"video_ensemble": (tuple(self.s.filter.video_teachers), recs, root),
+                   "video_teacher": (("teacher",), recs, root),
+                   "image": (("teacher-2d",), stills, str(sdir / "stills"))}
+        for key, (names, records, data_root) in scorers.items():
+            if not records:
+                continue
+            with self._ensemble(names, data_root, results=cal_teachers) as ens:
+                probs = ens.score(records)
+            pairs = [(float(pr.max()), int(pr.argmax()) == int(r.query_label))
+                     for r, pr in zip(records, probs) if not isinstance(pr, str)]
+            if len(pairs) < 8:
+                continue
+            cal = fit_calibration([c for c, _ in pairs], [ok for _, ok in pairs])
+            thr = cal.threshold(float(self.s.filter.min_precision))
+            out["calibrations"][key] = {**cal.to_dict(), "threshold": None if thr is None else round(thr, 4),
+                                        "pairs": [[round(c, 4), ok] for c, ok in pairs]}
+            self.say(f"  calibrate {key}: held-out top-1 {100 * cal.accuracy:.0f}% (mean confidence "
+                     f"{100 * cal.mean_confidence:.0f}%), right with p >= {self.s.filter.min_precision} "
+                     f"from confidence {'n/a' if thr is None else f'{thr:.2f}'}")
+        return out
+
+    def _held_stills(self, out_dir: Path, rows: list[Any]) -> list[Any]:
+        """The middle frame of each held-out clip as a PNG: what the image teacher is calibrated
+        on (it scores still web images)."""
+        import cv2
+
+        from omnisource.data.annotations import ManifestRecord
+        from omnisource.errors import DataError
+        from omnisource.web.features import open_reader
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        recs = []
+        root = self.paths()["target_root"]
+        for i, r in enumerate(rows):
+            name = f"{i:05d}.png"
+            try:
+                reader = open_reader(root / r.path, r.kind)
+                try:
+                    frame = reader.get_frames([reader.start_index + max(0, len(reader) // 2)])[0]
+                finally:
+                    reader.close()
+            except (DataError, OSError, ValueError, IndexError):
+                continue              # unreadable clips were counted by the check stage
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if ok:
+                atomic_write_bytes(out_dir / name, buf.tobytes())
+                recs.append(ManifestRecord(path=name, source="calibration", kind="image", query_label=int(r.label)))
+        return recs
 
     def _score(self, sdir: Path, src: str, web_in: str, teacher: tuple[str, ...]) -> dict[str, Any]:
         from omnisource.web.filter import score_stage
@@ -533,7 +705,7 @@ class Pipeline:
         from omnisource.web.filter import SelectRule, select_stage
 
         f = self.s.filter
-        rule = SelectRule(threshold=f.threshold, top_fraction_per_class=f.top_fraction_per_class,
+        rule = SelectRule(threshold=self._threshold(src), top_fraction_per_class=f.top_fraction_per_class,
                           rank_group="query", agree=bool(f.agree), soft_labels=self._soft_labels(src))
         sc = self.stages[f"score-{src}"].result
         res = select_stage(sc["manifest"], sdir / "out", rule, progress=self.progress)
@@ -548,7 +720,7 @@ class Pipeline:
         ens = self._ensemble("teacher", inp["data_root"])
         layout = "3d" if all(v.layout == "3d" for v in ens.views) else "2d"
         settings = UntrimmedSettings(mode=layout, window=float(u.window), stride=float(u.stride),
-                                     pos_threshold=float(u.pos_threshold), agree=bool(u.agree),
+                                     pos_threshold=float(self._threshold("untrimmed")), agree=bool(u.agree),
                                      seed=int(self.s.seed))
         res = untrimmed_stage(inp["manifest"], sdir / "out", ens, settings, data_root=inp["data_root"],
                               label_map=self.class_names(), progress=self.progress)
@@ -638,6 +810,14 @@ class Pipeline:
         if base and unf and base["top1"] is not None and unf["top1"] is not None:
             res["unfiltered_gain_top1"] = unf["top1"] - base["top1"]
         res.update(source_ablations(rows, filt))
+        if self.ok("calibrate"):
+            cal = self.stages["calibrate"].result
+            res["calibration"] = {"fit": cal.get("fit"), "held_out": cal.get("held_out"), "note": cal.get("note"),
+                                  **{k: {kk: v[kk] for kk in ("accuracy", "mean_confidence", "threshold", "n")}
+                                     for k, v in cal.get("calibrations", {}).items()}}
+        chance = [f["warning"] for f in filt.values() if f.get("warning")]
+        if chance:
+            res["warning"] = "; ".join(([res["warning"]] if res.get("warning") else []) + chance)
         atomic_write_json(self.work / "results.json", res)
         return res
 
@@ -646,7 +826,18 @@ class Pipeline:
         from omnisource.data.annotations import iter_manifest
 
         kept = list(iter_manifest(manifest))
-        info: dict[str, Any] = {"kept": len(kept)}
+        info: dict[str, Any] = {"kept": len(kept), "threshold": self._threshold(src)}
+        est = self._kept_precision(src, manifest)
+        if est is not None:
+            from omnisource.web.calibration import above_chance
+
+            info["estimated_precision"] = round(est, 4)
+            if above_chance(est, len(self.class_names())) <= 0:
+                info["warning"] = (f"{src}: kept pseudo-labels are estimated no better than chance "
+                                   f"({100 * est:.0f}% for {len(self.class_names())} classes)")
+        sw = self.stages["student"].result.get("weights", {}).get(src) if self.ok("student") else None
+        if sw is not None:      # what the student trained with: batch, loss weight, why
+            info["student_batch_size"], info["student_loss_weight"], info["weight_reason"] = sw
         key = {"web_images": "web_images", "web_videos": "web_videos", "untrimmed": "web_untrimmed"}[src]
         if truth and key in truth:
             t = truth[key]

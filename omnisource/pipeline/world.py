@@ -90,6 +90,9 @@ class WorldSpec:
     size: int = 64                 # frame side (pixels)
     frames: int = 16               # frames of a trimmed clip
     untrimmed_frames: int = 64     # frames of an untrimmed video
+    # length of an untrimmed video's action segment relative to a clip (1.0: one to one and a
+    # half clips; 0.5: half a clip to three quarters, shorter than the windows that score it)
+    segment_scale: float = 1.0
     fps: int = 8
     clutter: int = 2               # distractor objects per frame
     noise: float = 6.0             # pixel noise (std, 0..255 scale)
@@ -105,6 +108,8 @@ class WorldSpec:
             raise ValueError("relevant + mislabelled must be a share in [0, 1]")
         if self.size % 2 or self.size < 16:
             raise ValueError("size must be even and >= 16 (yuv420p)")
+        if not 0 < self.segment_scale <= self.untrimmed_frames / (1.5 * self.frames):
+            raise ValueError("segment_scale must be > 0 and leave the segment inside the video")
         if self.untrimmed_frames < 2 * self.frames:
             raise ValueError("untrimmed_frames must be at least twice frames")
 
@@ -401,6 +406,8 @@ def generate_world(root: str | Path, spec: WorldSpec = WorldSpec(), progress: bo
             rng = _sub_rng(spec.seed, 5, q, k)
             kind, true = pick_content(rng, q)
             seg_len = spec.frames + int(rng.integers(0, spec.frames // 2 + 1))
+            if spec.segment_scale != 1.0:   # (the demo's draws stay as they were)
+                seg_len = max(2, int(round(seg_len * spec.segment_scale)))
             start = int(rng.integers(0, spec.untrimmed_frames - seg_len + 1))
             frames = _render_clip(spec, r, rng, spec.untrimmed_frames,
                                   None if true is None else classes[true], web=True,

@@ -1,0 +1,55 @@
+"""Teacher calibration on held-out target data (web/calibration.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from omnisource.web.calibration import Calibration, above_chance, fit_calibration, stratified_holdout
+
+
+def test_holdout_is_stratified_reproducible_and_keeps_every_class():
+    labels = [0] * 12 + [1] * 8 + [2] * 1 + [3] * 2
+    held = stratified_holdout(labels, 0.25, seed=3)
+    assert held == stratified_holdout(labels, 0.25, seed=3)
+    assert held != stratified_holdout(labels, 0.25, seed=4)
+    per = {c: sum(h for h, y in zip(held, labels) if y == c) for c in range(4)}
+    assert per == {0: 3, 1: 2, 2: 0, 3: 0}
+    for c in range(4):   # every class keeps a sample to fit on
+        assert any(not h for h, y in zip(held, labels) if y == c)
+    with pytest.raises(ValueError):
+        stratified_holdout(labels, 1.0, 0)
+
+
+def test_platt_fit_recovers_a_known_reliability_curve():
+    rng = np.random.default_rng(0)
+    conf = rng.uniform(0.2, 0.99, 4000)
+    # truth: right with probability sigmoid(2 * logit(c) - 1) (an over-confident teacher)
+    z = 2 * np.log(conf / (1 - conf)) - 1
+    right = rng.uniform(size=conf.size) < 1 / (1 + np.exp(-z))
+    cal = fit_calibration(conf, right)
+    assert cal.a == pytest.approx(2.0, abs=0.2)
+    assert cal.b == pytest.approx(-1.0, abs=0.2)
+    assert cal.n == 4000 and cal.accuracy == pytest.approx(right.mean())
+    # the threshold for precision p is where the curve crosses p
+    t = cal.threshold(0.8)
+    assert float(cal.correctness(t)) == pytest.approx(0.8, abs=1e-6)
+    assert cal.threshold(0.9) > t
+
+
+def test_platt_fit_stays_finite_when_every_prediction_is_right():
+    cal = fit_calibration([0.4, 0.6, 0.9, 0.95], [True] * 4)
+    assert np.isfinite([cal.a, cal.b]).all()
+    assert float(cal.correctness(0.9)) < 1.0      # smoothed targets: never certain
+    assert float(cal.correctness(0.9)) > 0.5
+
+
+def test_uninformative_confidence_has_no_threshold():
+    cal = Calibration(a=-0.5, b=0.0, n=10, accuracy=0.5, mean_confidence=0.6)
+    assert cal.threshold(0.5) is None
+    assert Calibration.from_dict(cal.to_dict()) == cal
+
+
+def test_above_chance():
+    assert above_chance(1 / 8, 8) == pytest.approx(0.0)
+    assert above_chance(1.0, 8) == pytest.approx(1.0)
+    assert above_chance(0.05, 8) < 0
