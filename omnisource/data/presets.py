@@ -279,7 +279,17 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     "r2plus1d_32x2x1": _3d(32, 2),
     # C3D on UCF101 (c3d_sports1m-pretrained_8xb30-16x1x1-45e): short side 128, crops 112
     "c3d_16x1x1": _family("3d", 16, 1, 1, "random", val_clips=1, test_clips=10,
-                          test_crop="center", scale=128, crop_size=112),
+                          test_crop="center", scale=128, crop_size=112, mean=(104.0, 117.0, 128.0),
+                          std=(1.0, 1.0, 1.0)),
+    # CSN (ircsn_ig65m-pretrained-r152-bnfrozen_8xb12-32x2x1-58e): SlowOnly's crops, 32 x 2 clips
+    "csn_32x2x1": _3d(32, 2),
+    # the from-scratch / Sports-1M CSN rows normalise with Kinetics' own mean and std
+    "csn_k400norm_32x2x1": _3d(32, 2, mean=(110.2008, 100.63983, 95.99475), std=(58.14765, 56.46975, 55.332195)),
+    # X3D (x3d_{s,m}_..._facebook-kinetics400-rgb): mmaction2 ships test pipelines only (10 clips,
+    # ThreeCrop at the short side: 182 for S, 256 for M); the train pipelines here crop 160 / 224
+    "x3d_s_13x6x1": _3d(13, 6, scale=182, crop_size=160, test=dict(test_crop_size="scale"),
+                        val=dict(test_crop_size=160), mean=(114.75,) * 3, std=(57.38,) * 3),
+    "x3d_m_16x5x1": _3d(16, 5, test=dict(test_crop_size="scale"), mean=(114.75,) * 3, std=(57.38,) * 3),
     # OmniSource Mini-Kinetics recipes of mmaction2 0.x (v0 test offsets)
     "tsn_1x1x8_omnisource": _family("2d", 1, 1, 8, "rrc", val_clips=8, test_clips=25,
                                     test_crop="three", val=dict(test_crop_size="scale"),

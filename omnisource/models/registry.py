@@ -70,6 +70,9 @@ class ModelPreset:
     dropout: float = 0.5
     init_std: float = 0.01
     input_size: int = 224
+    # mmaction2's data_preprocessor normalisation of this row (0..255 scale); None: ImageNet's
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
     model: dict[str, Any] = field(default_factory=dict)  # default builder keyword arguments
     params: int | None = None       # parameters mmaction2 1.2.0 builds for this config (None: not a zoo row)
     recipe: bool = True             # configs/<name>.yaml exists (the demo's networks have none)
@@ -257,8 +260,8 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
     meta = {k: v for k, v in asdict(preset).items() if k not in ("model", "num_classes", "doc", "params",
                                                                   "recipe", "module")}
     meta.update(family=fam.name, mmaction2_config=preset.mmaction2_config,
-                mmaction2_configs=list(preset.mmaction2_configs), mean=list(IMAGENET_MEAN),
-                std=list(IMAGENET_STD), pretrained=None, in_channels=int(opts.get("in_channels", 3)),
+                mmaction2_configs=list(preset.mmaction2_configs), mean=list(preset.mean or IMAGENET_MEAN),
+                std=list(preset.std or IMAGENET_STD), pretrained=None, in_channels=int(opts.get("in_channels", 3)),
                 overrides={k: _plain_value(v) for k, v in overrides.items() if v is not None})
     try:
         model = fam.build(preset, num_classes, opts, meta)

@@ -322,11 +322,13 @@ FAMILY = register_family(Family(
 
 def resnet3d_row(name: str, arch: str, clip_len: int, interval: int, mm: tuple[str, ...], *, depth: int = 50,
                  dataset: str = "kinetics400", classes: int = 400, epochs: int = 256, imagenet: bool = False,
-                 params: int | None = None, preset: str | None = None, doc: str = "", **kw: Any) -> ModelPreset:
-    """A row: variant ``arch`` of :data:`ARCHS_3D`, ``clip_len`` x ``interval`` x 1 clips."""
+                 params: int | None = None, preset: str | None = None, doc: str = "", family: str = "resnet3d",
+                 **kw: Any) -> ModelPreset:
+    """A row: variant ``arch`` of :data:`ARCHS_3D` (or of ``family``'s own table), ``clip_len`` x
+    ``interval`` x 1 clips."""
     pre = preset or f"{arch}_{clip_len}x{interval}x1"
     return ModelPreset(
-        name=name, family="resnet3d", arch=arch, depth=depth, num_classes=classes, dataset=dataset,
+        name=name, family=family, arch=arch, depth=depth, num_classes=classes, dataset=dataset,
         clip_len=clip_len, frame_interval=interval, num_clips=1, epochs=epochs, train_preset=f"{pre}_train",
         test_preset=f"{pre}_test", mmaction2_configs=mm, imagenet_pretrained=imagenet, dropout=0.5,
         init_std=0.01, params=params, doc=doc, **kw)

@@ -32,6 +32,8 @@ def _case_shape(name: str) -> tuple[int, ...]:
     row = get_model_preset(name)
     if row.layout == "2d":
         return (1, min(8, max(3, row.clip_len * row.num_clips)), 3, 64, 64)   # N, segments, C, H, W
+    if row.family == "c3d":     # fc6 fixes the input: the whole 16 x 112 x 112 clip
+        return (1, 1, 3, row.clip_len, row.input_size, row.input_size)
     return (1, 1, 3, 8, 64, 64)                                             # N, views, C, T, H, W
 
 
@@ -57,9 +59,12 @@ REF_SCRIPT = textwrap.dedent(r"""
     register_all_modules()
     root = os.path.join(os.path.dirname(mmaction.__file__), '.mim', 'configs', 'recognition')
     out_dir, jobs = sys.argv[1], json.loads(sys.argv[2])
+    import glob
+    def config_path(cfg_name):
+        return glob.glob(os.path.join(root, '*', cfg_name + '.py'))[0]
     for i, (cfg_name, shape) in enumerate(jobs):
         torch.manual_seed(1234 + i)
-        cfg = Config.fromfile(os.path.join(root, cfg_name.split('_')[0], cfg_name + '.py'))
+        cfg = Config.fromfile(config_path(cfg_name))
         cfg.model.backbone.pretrained = None
         model = MODELS.build(cfg.model)
         model.init_weights()
@@ -79,7 +84,8 @@ REF_SCRIPT = textwrap.dedent(r"""
                 if 'non_local_block.theta' in name or 'non_local_block.phi' in name:
                     if isinstance(m, torch.nn.Conv3d):   # dot products of deep features overflow
                         m.weight.mul_(0.01)
-            model.cls_head.fc_cls.bias.normal_(0, 0.1)
+            fc = getattr(model.cls_head, 'fc_cls', None) or model.cls_head.fc2   # X3DHead: fc2
+            fc.bias.normal_(0, 0.1)
         model.eval()
         x = torch.randn(*shape)
         with torch.no_grad():
@@ -117,7 +123,7 @@ REF_SCRIPT = textwrap.dedent(r"""
     tv_path = os.path.join(out_dir, 'resnet50_tv.pth')
     torch.save(tv, tv_path)
     for tag, cfg_name, shape in json.loads(sys.argv[3]):
-        cfg = Config.fromfile(os.path.join(root, cfg_name.split('_')[0], cfg_name + '.py'))
+        cfg = Config.fromfile(config_path(cfg_name))
         cfg.model.backbone.pretrained = tv_path
         model = MODELS.build(cfg.model)
         model.init_weights()
@@ -147,7 +153,7 @@ def reference(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
                       .replace("4x16x1_150e", "4x16x1_256e") in CASES else CASES[n])) for n in IMAGENET_CASES]
     proc = subprocess.run([str(REF_PY), "-c", REF_SCRIPT, str(out), json.dumps(jobs), json.dumps(imagenet_jobs)],
                           capture_output=True,
-                          text=True, timeout=600, env=env, cwd=out)
+                          text=True, timeout=1500, env=env, cwd=out)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = {n: (out / f"{i}.pth", torch.load(out / f"{i}_io.pth", weights_only=True)) for i, n in enumerate(names)}
     for n in IMAGENET_CASES:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omnisource.errors import ConfigError
-from omnisource.models import (create_model, example_input, get_family, get_model_preset, list_models,
+from omnisource.models import (list_families, create_model, example_input, get_family, get_model_preset, list_models,
                                preset_module, resolve_name)
 
 REQUIRED = [
@@ -31,7 +31,10 @@ def test_required_presets_registered() -> None:
         assert name in names
     assert list_models("tsn_*") and all(n.startswith("tsn_") for n in list_models("tsn_*"))
     ours = {n for n in names if preset_module(n).startswith("omnisource.")}   # not a test's toy rows
-    assert set(list_models(family="tsn")) | set(list_models(family="resnet3d")) == ours
+    by_family = set().union(*(list_models(family=f) for f in list_families()))
+    assert by_family >= ours
+    for fam in ("slowfast", "r2plus1d", "csn", "c3d", "x3d"):     # the 3D families of issue 21
+        assert list_models(family=fam), fam
     assert "c2d_r50_nopool_8x8x1_100e_kinetics400_rgb" in list_models(family="tsn")
 
 
