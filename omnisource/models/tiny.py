@@ -12,13 +12,16 @@ so ``omnisource filter --teacher <run config>`` finds them without importing the
 """
 from __future__ import annotations
 
-from omnisource.models import resnet3d, tsn  # noqa: F401  (the families these rows belong to)
+from omnisource.models import resnet3d, slowfast, tsn, x3d  # noqa: F401  (the families these rows belong to)
 from omnisource.models.registry import ModelPreset, register_presets
 
-__all__ = ["TINY_3D", "TINY_2D"]
+__all__ = ["TINY_3D", "TINY_2D", "TINY_SLOWFAST", "TINY_X3D"]
 
 TINY_3D = "tiny_slowonly_r18_8x2x1_omnisource_world"
 TINY_2D = "tiny_tsn_r18_1x1x3_omnisource_world"
+# other 3D families at the demo's input, to run the recipe with them as teacher or student
+TINY_SLOWFAST = "tiny_slowfast_r18_8x2x1_omnisource_world"
+TINY_X3D = "tiny_x3d_8x2x1_omnisource_world"
 
 register_presets([
     ModelPreset(
@@ -34,4 +37,16 @@ register_presets([
         frame_interval=1, num_clips=3, epochs=20, train_preset="tsn_1x1x3_train", test_preset="tsn_1x1x3_val",
         imagenet_pretrained=False, dropout=0.3, init_std=0.01, input_size=40, recipe=False,
         doc="the demo world's 2D image teacher", model={"base_channels": 8}),
+    ModelPreset(
+        name=TINY_SLOWFAST, family="slowfast", arch="slowfast_8x8", depth=18, num_classes=8,
+        dataset="omnisource-world", clip_len=8, frame_interval=2, num_clips=1, epochs=30,
+        train_preset="slowonly_8x8x1_train", test_preset="slowonly_8x8x1_val", dropout=0.3, input_size=40,
+        recipe=False, doc="a SlowFast R18 at the demo's input (slow pathway 2 frames, fast 8)",
+        model={"base_channels": 16}),
+    ModelPreset(
+        name=TINY_X3D, family="x3d", arch="x3d_s", num_classes=8, dataset="omnisource-world", clip_len=8,
+        frame_interval=2, num_clips=1, epochs=30, train_preset="slowonly_8x8x1_train",
+        test_preset="slowonly_8x8x1_val", dropout=0.3, input_size=40, recipe=False,
+        doc="an X3D with 8 stem channels and one block per depth unit, at the demo's input",
+        model={"base_channels": 8, "gamma_d": 1.0}),
 ])

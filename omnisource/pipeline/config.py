@@ -27,6 +27,12 @@ RUN_DEFAULTS: dict[str, Any] = {
         "name": "tiny_slowonly_r18_8x2x1_omnisource_world",  # zoo name (omnisource.models.list_models())
         "overrides": {},          # create_model(**overrides) of that model (e.g. depth, base_channels)
     },
+    # the video teacher's network when it is not the student's (null: the same network; the
+    # target-only baseline is then trained apart, with the student's network)
+    "teacher_model": {
+        "name": None,             # zoo name of the video teacher (e.g. a tiny X3D)
+        "overrides": {},          # create_model(**overrides) of that model
+    },
     "image_teacher": {            # 2D network trained on target frames, scores web images
         "name": "tiny_tsn_r18_1x1x3_omnisource_world",  # zoo name of the 2D network
         "overrides": {},          # create_model(**overrides) of that model
@@ -129,7 +135,7 @@ class RunSettings(dict):
         return RunSettings(value) if isinstance(value, dict) else value
 
 
-OPEN = {"world", "model.overrides", "image_teacher.overrides", "image_teacher.preset_overrides",
+OPEN = {"world", "model.overrides", "teacher_model.overrides", "image_teacher.overrides", "image_teacher.preset_overrides",
         "presets.overrides", "sources"}
 
 

@@ -280,7 +280,10 @@ class Pipeline:
         self.stage("check", {"data": self._data_ident()}, self._stage_check)
         base_ident = {"data": self._data_ident(), "seed": seed, "model": dict(self.s.model),
                       "presets": dict(self.s.presets), "train": dict(self.s.train)}
-        self.stage("teacher", base_ident, lambda d: self._train_run(d, "teacher", []))
+        self.stage("teacher", {**base_ident, "teacher_model": self._teacher_model()},
+                   lambda d: self._train_run(d, "teacher", []))
+        if self._separate_teacher():   # the target-only baseline is the student's network
+            self.stage("baseline", base_ident, lambda d: self._train_run(d, "baseline", []))
         sources_present = [s for s in self.s.sources if self.web_list(s) is not None]
         if sources_present:   # scores images, gives dedup its features, joins the video ensemble
             self.stage("teacher-2d", {**base_ident, "image_teacher": dict(self.s.image_teacher)},
@@ -331,7 +334,7 @@ class Pipeline:
                      "source_cfg": dict(self.s.sources),
                      "weights": {k: [w.batch_size, w.loss_weight] for k, w in self._weights(srcs).items()}}
             self.stage(run_name, ident, lambda d, run_name=run_name, srcs=srcs: self._train_run(d, run_name, srcs))
-        trained = [n for n in ["teacher"] + [r for r, _ in runs] if self.ok(n)]
+        trained = [n for n in ["teacher", "baseline"] + [r for r, _ in runs] if self.ok(n)]
         self.stage("test", {"runs": {n: self.stages[n].result.get("checkpoint_sha1") for n in trained},
                             "presets": dict(self.s.presets)},
                    lambda d: self._test(d, trained), needs=("teacher",))
@@ -392,6 +395,7 @@ class Pipeline:
         if train_list is not None:
             p["train"] = train_list
         t = self.s.train
+        net = self._teacher_model() if name in ("teacher", "calibrate") else dict(self.s.model)
         pov = dict(self.s.presets.overrides)
         nclass = len(self.class_names())
         data = {
@@ -403,8 +407,7 @@ class Pipeline:
             "batch_size": int(t.batch_size), "pin_memory": False,
         }
         cfg: dict[str, Any] = {
-            "model": {"name": self.s.model.name, "num_classes": nclass,
-                      "overrides": dict(self.s.model.overrides)},
+            "model": {"name": net["name"], "num_classes": nclass, "overrides": dict(net["overrides"])},
             "data": data,
             "optim": {"lr": float(t.lr), "weight_decay": float(t.weight_decay), "scale_lr": False},
             "schedule": {"epochs": int(t.epochs), "policy": "cosine",
@@ -535,6 +538,16 @@ class Pipeline:
         res = {n: (results or {}).get(n) or self.stages[n].result for n in names}
         srcs = [ModelSource(spec=res[n]["config"], checkpoint=res[n]["checkpoint"]) for n in names]
         return build_ensemble(srcs, data_root=data_root, batch_size=32)
+
+    def _teacher_model(self) -> dict[str, Any]:
+        """The video teacher's network: ``teacher_model`` when named, else the student's."""
+        tm = dict(self.s.teacher_model)
+        if not tm.get("name"):
+            return dict(self.s.model)
+        return {"name": tm["name"], "overrides": dict(tm.get("overrides") or {})}
+
+    def _separate_teacher(self) -> bool:
+        return self._teacher_model() != dict(self.s.model)
 
     # ------------------------------------------------------------------ calibration (issue 19)
     def _needs_calibration(self) -> bool:
@@ -764,7 +777,10 @@ class Pipeline:
     def _results(self, seconds: float) -> dict[str, Any]:
         test = self.stages["test"].result if self.ok("test") else {}
         rows = []
-        labels = {"teacher": "target only (baseline = teacher)", "student": "target + all sources (OmniSource)",
+        labels = {"teacher": ("video teacher, target only" if self._separate_teacher()
+                              else "target only (baseline = teacher)"),
+                  "baseline": "target only (the student's network)",
+                  "student": "target + all sources (OmniSource)",
                   "unfiltered": "target + all sources, no teacher filtering"}
         for name, m in test.items():
             rows.append({"run": name, "description": labels.get(name, f"target + {name[5:]}" if name.startswith("only-") else name),
@@ -802,14 +818,15 @@ class Pipeline:
                                 "relevant_share": w.get("relevant_share")}
             except (OSError, ValueError):
                 pass
-        base = next((r for r in rows if r["run"] == "teacher"), None)
+        base_run = "baseline" if any(r["run"] == "baseline" for r in rows) else "teacher"
+        base = next((r for r in rows if r["run"] == base_run), None)
         stud = next((r for r in rows if r["run"] == "student"), None)
         unf = next((r for r in rows if r["run"] == "unfiltered"), None)
         if base and stud and base["top1"] is not None and stud["top1"] is not None:
             res["omnisource_gain_top1"] = stud["top1"] - base["top1"]
         if base and unf and base["top1"] is not None and unf["top1"] is not None:
             res["unfiltered_gain_top1"] = unf["top1"] - base["top1"]
-        res.update(source_ablations(rows, filt))
+        res.update(source_ablations(rows, filt, base_run))
         if self.ok("calibrate"):
             cal = self.stages["calibrate"].result
             res["calibration"] = {"fit": cal.get("fit"), "held_out": cal.get("held_out"), "note": cal.get("note"),
@@ -867,7 +884,7 @@ class Pipeline:
 
 # ---------------------------------------------------------------------- helpers
 
-def source_ablations(rows: list[dict[str, Any]], filtering: dict[str, dict]) -> dict[str, Any]:
+def source_ablations(rows: list[dict[str, Any]], filtering: dict[str, dict], base_run: str = "teacher") -> dict[str, Any]:
     """Each source's own ablation (target + that source alone, ``--ablations``) against the
     baseline, written into ``filtering[src]['ablation_gain_top1']``, and the verdict the paper's
     Table 2 claims: all sources together at least as good as the best single one.
@@ -876,7 +893,7 @@ def source_ablations(rows: list[dict[str, Any]], filtering: dict[str, dict]) -> 
     ``'warning'`` when all sources together do worse than the best single source (a source
     drags the joint result down: look at its pseudo-label precision and its own ablation)."""
     by = {r["run"]: r for r in rows if r.get("top1") is not None}
-    base, stud = by.get("teacher"), by.get("student")
+    base, stud = by.get(base_run), by.get("student")
     out: dict[str, Any] = {}
     if base is None:
         return out
@@ -1004,7 +1021,7 @@ def format_table(results: dict[str, Any]) -> str:
 def format_table2(results: dict[str, Any]) -> str:
     """The paper's Table 2 layout: one column per training set, cells ``top-1/top-5`` (%)."""
     rows = {r["run"]: r for r in results.get("table") or []}
-    cols = [("target", "teacher"), ("+web_images", "only-web_images"), ("+web_videos", "only-web_videos"),
+    cols = [("target", "baseline" if "baseline" in rows else "teacher"), ("+web_images", "only-web_images"), ("+web_videos", "only-web_videos"),
             ("+untrimmed", "only-untrimmed"), ("+all", "student"), ("+all unfiltered", "unfiltered")]
     cols = [(h, k) for h, k in cols if k in rows]
     if not cols:

@@ -20,7 +20,7 @@ SETS = tuple(REDUCED_SETS) + ("train.epochs=1", "image_teacher.epochs=1")
 EXPECTED = {"world", "check", "teacher", "teacher-2d", "ingest-web_images", "ingest-web_videos",
             "ingest-untrimmed", "dedup-web_images", "dedup-web_videos", "dedup-untrimmed",
             "score-web_images", "select-web_images", "score-web_videos", "select-web_videos",
-            "untrimmed", "student", "unfiltered", "test"}
+            "untrimmed", "student", "unfiltered", "test", "calibrate"}
 
 
 def _run(work: Path, **kw):
@@ -174,6 +174,54 @@ def test_resume_after_kill_within_a_stage(finished, tmp_path):
     assert f"[{killed_in}] running" in out.stdout
     res = json.loads((work / "results.json").read_text())
     assert all(s["status"] in ("done", "cached") for s in res["stages"].values()), res["stages"]
+
+
+def test_slowfast_student_with_an_x3d_teacher_end_to_end(tmp_path):
+    """Other 3D families in the recipe: a tiny X3D is the video teacher (it scores web videos and
+    untrimmed windows), a tiny SlowFast the student; the target-only baseline is then trained
+    with the student's network, and the table's gains are measured against it."""
+    import yaml
+
+    from omnisource.models.tiny import TINY_SLOWFAST, TINY_X3D
+
+    sets = SETS + (f"model.name={TINY_SLOWFAST}", f"teacher_model.name={TINY_X3D}")
+    res = run_pipeline(tmp_path, None, None, sets, world_spec=SPEC, say=lambda _: None, progress=False)
+    assert all(s["status"] == "done" for s in res["stages"].values()), res["stages"]
+    stages = tmp_path / "stages"
+    teacher = yaml.safe_load((stages / "teacher" / "run_config.yaml").read_text())
+    baseline = yaml.safe_load((stages / "baseline" / "run_config.yaml").read_text())
+    student = yaml.safe_load((stages / "student" / "run_config.yaml").read_text())
+    assert teacher["model"]["name"] == TINY_X3D
+    assert baseline["model"]["name"] == student["model"]["name"] == TINY_SLOWFAST
+    scored = json.loads((stages / "score-web_videos" / "out" / "meta.json").read_text())
+    specs = [t["spec"] for t in scored["config"]["ensemble"]["teachers"]]
+    assert any(sp.endswith("stages/teacher/run_config.yaml") for sp in specs)   # the X3D scored them
+    runs = {r["run"]: r for r in res["table"]}
+    assert {"teacher", "baseline", "student"} <= set(runs)
+    assert res["omnisource_gain_top1"] == pytest.approx(runs["student"]["top1"] - runs["baseline"]["top1"])
+
+
+def test_calibrated_thresholds_and_auto_weights(tmp_path):
+    """With enough training clips to hold some out, the calibrate stage fits every scorer, the
+    selection uses its thresholds and the student's batches follow kept counts and precision."""
+    import yaml
+
+    spec = WorldSpec.reduced(train_per_class=8)
+    sets = tuple(s for s in SETS if not s.startswith("sources.") and not s.startswith("untrimmed.pos"))
+    res = run_pipeline(tmp_path, None, None, sets, world_spec=spec, say=lambda _: None, progress=False)
+    cal = json.loads((tmp_path / "stages" / "calibrate" / "done.json").read_text())["result"]
+    assert cal["held_out"] == 8 and cal["fit"] == 24
+    assert set(cal["calibrations"]) == {"video_ensemble", "video_teacher", "image"}
+    for src, key in (("web_videos", "video_ensemble"), ("untrimmed", "video_teacher"), ("web_images", "image")):
+        thr = cal["calibrations"][key]["threshold"]
+        info = res["filtering"][src]
+        assert info["threshold"] == (None if thr is None else pytest.approx(thr, abs=1e-4)) or src == "untrimmed"
+    student = yaml.safe_load((tmp_path / "stages" / "student" / "run_config.yaml").read_text())
+    weights = json.loads((tmp_path / "stages" / "student" / "done.json").read_text())["result"]["weights"]
+    for item in student["sources"][1:]:
+        bs, lw, why = weights[item["name"]]
+        assert item["batch_size"] == bs >= 1 and item["loss_weight"] == pytest.approx(lw, abs=1e-4)
+        assert "kept" in why and "precision" in why
 
 
 def test_2d_student_end_to_end(tmp_path):
