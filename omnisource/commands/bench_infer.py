@@ -13,6 +13,7 @@ import sys
 import time
 
 from omnisource.config import add_set_argument
+from omnisource.errors import ConfigError
 
 HELP = "inference videos/s (batch 1, all test views) and peak memory"
 
@@ -32,7 +33,61 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu | cuda")
     p.add_argument("--fuse-conv-bn", action="store_true",
                    help="fold BatchNorm into the convolutions before inference (faster; scores equal to ~1e-5)")
+    p.add_argument("--compare-mmaction2", action="store_true",
+                   help="also time mmaction2 1.2.0's own model of the row's config on the same input shape "
+                        "(its reference venv: $MMACTION2_REF or ~/.cache/mmaction2-ref; never imported here)")
     add_set_argument(p, example="test.num_clips=5")
+
+
+# timed in the mmaction2 reference venv (a subprocess): the row's 1.x config with random weights,
+# the same batch-1 loop as ours
+_MMACTION2_TIMER = """
+import glob, json, os, sys, time, warnings
+warnings.filterwarnings('ignore')
+import torch
+from mmengine.config import Config
+from mmaction.registry import MODELS
+from mmaction.utils import register_all_modules
+import mmaction
+register_all_modules()
+a = json.loads(sys.argv[1])
+torch.set_num_threads(a['threads'])
+root = os.path.join(os.path.dirname(mmaction.__file__), '.mim', 'configs', 'recognition')
+cfg = Config.fromfile(glob.glob(os.path.join(root, '*', a['config'] + '.py'))[0])
+cfg.model.backbone.pretrained = None
+model = MODELS.build(cfg.model).eval()
+x = torch.randn(*a['shape'])
+ctx = (lambda: torch.autocast('cpu', dtype=torch.bfloat16)) if a['amp'] == 'bf16' else __import__('contextlib').nullcontext
+def once():
+    with torch.inference_mode(), ctx():
+        model(x, mode='tensor', stage='head')
+for _ in range(a['warmup']):
+    once()
+t0 = time.perf_counter()
+for _ in range(a['n']):
+    once()
+print(json.dumps({'videos_per_s': a['n'] / (time.perf_counter() - t0)}))
+"""
+
+
+def mmaction2_videos_per_s(config: str, shape: tuple, n: int, warmup: int, amp: str, threads: int) -> float:
+    """mmaction2's batch-1 rate for ``config`` on an input of ``shape`` (ConfigError when it cannot run)."""
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    py = Path(os.environ.get("MMACTION2_REF", Path.home() / ".cache" / "mmaction2-ref")) / "bin" / "python"
+    if not py.is_file():
+        raise ConfigError(f"no mmaction2 reference venv at {py.parent.parent} (build it with "
+                           "../shared/tools/mmaction2-reference/setup.sh, or set MMACTION2_REF)")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    payload = json.dumps({"config": config, "shape": list(shape), "n": n, "warmup": warmup, "amp": amp,
+                          "threads": threads})
+    proc = subprocess.run([str(py), "-c", _MMACTION2_TIMER, payload], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise ConfigError("mmaction2 timing failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["videos_per_s"])
 
 
 def test_input_shape(cfg, num_clips=None, crops=None, height: int = 256, width: int = 340) -> tuple:
@@ -91,4 +146,15 @@ def run(args: argparse.Namespace) -> int:
           f"channels_last: {meta.get('channels_last')}  fused conv+BN: {meta.get('fused_conv_bn', 0)}")
     print(f"videos/s: {args.num_videos / dt:.3f}  ({views} views per video: {views * args.num_videos / dt:.2f} views/s)")
     print(f"{kind}: {mem:.1f} MiB")
+    if args.compare_mmaction2:
+
+        config = meta.get("mmaction2_config")
+        if not config:
+            raise ConfigError(f"{cfg.model.name} has no mmaction2 config to compare with")
+        if args.fuse_conv_bn or dev.type != "cpu":
+            raise ConfigError("--compare-mmaction2 times both on CPU without --fuse-conv-bn")
+        ref = mmaction2_videos_per_s(config, (1,) + tuple(shape), args.num_videos, args.warmup, args.amp,
+                                     torch.get_num_threads())
+        ours = args.num_videos / dt
+        print(f"mmaction2 1.2.0 ({config}): videos/s {ref:.3f}; omnisource / mmaction2 = {ours / ref:.2f}x")
     return 0
