@@ -181,12 +181,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="the student's top-1 for each value of one run setting (after the ablation runs)")
     args = ap.parse_args(argv)
     import logging
-    import platform
+    from omnisource.engine.hardware import cpu_name
 
     # the web stages log their first drops one by one; the runs count them in their meta.json
     logging.getLogger("omnisource.web").setLevel(logging.ERROR)
 
-    print(f"joint ablation harness: worlds {args.worlds}, seeds {args.seeds}; CPU {platform.processor() or platform.machine()}",
+    print(f"joint ablation harness: worlds {args.worlds}, seeds {args.seeds}; CPU {cpu_name()}",
           flush=True)
     if args.sweep:
         results = sweep(args)

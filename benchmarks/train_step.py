@@ -224,6 +224,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1, help="round-robin rounds; medians are printed")
     p.add_argument("--compare-mmaction2", action="store_true")
+    p.add_argument("--out", help="also write the medians as JSON (benchmarks/results/train_step.json feeds "
+                                 "the throughput column of docs/models.md)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args()
     if "all" in args.models:
@@ -243,6 +245,11 @@ def main() -> int:
     if args.compare_mmaction2 and not (REF_VENV / "bin" / "python").is_file():
         print(f"mmaction2 reference venv not found at {REF_VENV}; comparison skipped")
         args.compare_mmaction2 = False
+    from omnisource.engine.hardware import cpu_name
+
+    cpu = cpu_name()
+    print(f"CPU: {cpu}")
+    table: list[dict] = []
     ours_cl = {"on": [True], "off": [False], "both": [False, True], "auto": ["auto"]}[args.channels_last]
     ref_cl = {"on": [True], "off": [False], "both": [False, True], "auto": [False]}[args.channels_last]
     for key in args.models:
@@ -280,12 +287,26 @@ def main() -> int:
                       + " ".join(f"{m.get(k, float('nan')):8.3f}" for k in ("train", "infer"))
                       + f" {gf:8.1f} {peak:6.0f}  {rounds}{extra}", flush=True)
             base = med.get(("mmaction2", False, False))
+            ours0 = next((m for v, m in med.items() if v[0] == "omnisource" and not v[2]), None)
+            if ours0 and amp == "none":
+                table.append({"model": MODELS[key][0], "key": key, "amp": amp,
+                              "train": ours0.get("train", float("nan")), "infer": ours0.get("infer", float("nan")),
+                              "ref_train": (base or {}).get("train", float("nan")),
+                              "ref_infer": (base or {}).get("infer", float("nan"))})
+            if ours0 and amp == "bf16" and table and table[-1]["key"] == key:
+                table[-1].update(bf16_train=ours0.get("train"), bf16_infer=ours0.get("infer"))
             if base:
                 for v, m in med.items():
                     if v[0] == "omnisource":
                         ratios = " ".join(f"{k} {m[k] / base[k]:.2f}x" for k in args.modes)
                         print(f"  ours (NHWC={v[1]}, compile={v[2]}) vs mmaction2 default NCHW: {ratios}")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"cpu": cpu, "threads": args.threads, "batch": args.batch, "torch": torch.__version__,
+                                   "rows": table}, indent=1) + "\n")
     return 0
+
 
 
 if __name__ == "__main__":

@@ -69,3 +69,18 @@ def compile_toolchain_problem(device: torch.device) -> str | None:
     if any(c and shutil.which(c) for c in candidates):
         return None
     return "torch.compile on CPU needs a C++ compiler (g++ or clang++ on PATH, or CXX)"
+
+
+def cpu_name() -> str:
+    """The CPU model name (benchmark figures differ by CPU: every printed number quotes it)."""
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

@@ -16,9 +16,49 @@ END = "<!-- end of presets table -->"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "models.md"
 
 
+def gmacs(name: str) -> float:
+    """Multiply-adds (G) of one forward pass on one view at the row's input size: a 3D row's
+    ``clip_len`` frames, a 2D row's ``num_clips`` segments (torch's FlopCounterMode on meta
+    tensors: no memory, no arithmetic)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from omnisource.models import create_model, example_input
+
+    r = get_model_preset(name)
+    s = r.input_size
+    with torch.device("meta"):
+        m = create_model(name).eval()
+        c = int(m.meta.get("in_channels", 3))
+        if get_family(r.family).layout == "2d":
+            x = torch.zeros(1, r.num_clips, c, s, s)
+        elif get_family(r.family).layout == "3d":
+            x = torch.zeros(1, 1, c, r.clip_len, s, s)
+        else:
+            x = example_input(m, 1).to("meta")
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            m(x)
+    return counter.get_total_flops() / 2e9
+
+
+def throughput() -> dict[str, dict]:
+    """Measured rates by preset name (``benchmarks/results/train_step.json``, written by
+    ``benchmarks/train_step.py --out``), or {}."""
+    import json
+
+    f = DOC.parents[1] / "benchmarks" / "results" / "train_step.json"
+    if not f.is_file():
+        return {}
+    data = json.loads(f.read_text())
+    return {r["model"]: {**r, "cpu": data.get("cpu", "?")} for r in data.get("rows", [])}
+
+
 def presets_table() -> str:
+    speed = throughput()
     lines = [BEGIN, "", "| name | family | layout | classes | sampling | ImageNet init | params (mmaction2) | "
-             "mmaction2 1.x config(s) | defined in |", "|---|---|---|---|---|---|---|---|---|"]
+             "GMACs / view | CPU train / infer clips/s (fp32; mmaction2) | "
+             "mmaction2 1.x config(s) | defined in |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in list_models():
         r = get_model_preset(n)
         if not r.module.startswith("omnisource."):   # registered by a test or a user's own module
@@ -27,8 +67,17 @@ def presets_table() -> str:
         sampling = f"{r.clip_len}x{r.frame_interval}x{r.num_clips}"
         params = f"{r.params:,}" if r.params is not None else "-"
         mm = "<br>".join(f"`{c}`" for c in r.mmaction2_configs) or "(none)"
+        sp = speed.get(n)
+        rate = (f"{sp['train']:.3g} / {sp['infer']:.3g} ({sp['ref_train']:.3g} / {sp['ref_infer']:.3g})"
+                if sp else "-")
         lines.append(f"| `{n}` | {fam.name} | {fam.layout} | {r.num_classes} | {sampling} | "
-                     f"{'yes' if r.imagenet_pretrained else 'no'} | {params} | {mm} | `{r.module}` |")
+                     f"{'yes' if r.imagenet_pretrained else 'no'} | {params} | {gmacs(n):.1f} | {rate} | {mm} | "
+                     f"`{r.module}` |")
+    cpus = sorted({v["cpu"] for v in speed.values()})
+    lines += ["", "GMACs: one view at the row's input size (3D: one clip of `clip_len` frames; 2D: its "
+              "`num_clips` segments), counted by torch's FlopCounterMode. Throughput: "
+              + (f"measured by `benchmarks/train_step.py` on {', '.join(cpus)} (2 threads, batch 2, zoo input; "
+                 "train = forward + backward + SGD step)" if cpus else "not measured yet") + "."]
     lines += ["", "Families: " + ", ".join(f"`{f}` ({get_family(f).doc}; `{get_family(f).module}`)"
                                           for f in list_families()
                                           if get_family(f).module.startswith("omnisource.")), "", END]
