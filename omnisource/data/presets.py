@@ -255,6 +255,19 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     # TSM (tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e): 13 fixed crops, test 8 clips x 10 crops
     "tsm_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="ten",
                          num_fixed_crops=13),
+    "tsm_1x1x16": _family("2d", 1, 1, 16, "msc", val_clips=16, test_clips=16, test_crop="ten",
+                          num_fixed_crops=13),
+    # TSM dense (tsm_..._8xb16-dense-1x1x8-50e): DenseSampleFrames in every mode, TenCrop 224
+    "tsm_dense_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="ten",
+                               num_fixed_crops=13, sampler="dense"),
+    # TSM on Something-Something V2: the left/right label swap on flips, test twice-sampled
+    # segments x ThreeCrop 256
+    "tsm_sthv2_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="three",
+                               num_fixed_crops=13, flip_label_map=STHV2_FLIP_LABEL_MAP,
+                               test=dict(twice_sample=True)),
+    "tsm_sthv2_1x1x16": _family("2d", 1, 1, 16, "msc", val_clips=16, test_clips=16, test_crop="three",
+                                num_fixed_crops=13, flip_label_map=STHV2_FLIP_LABEL_MAP,
+                                test=dict(twice_sample=True)),
     # I3D (i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e)
     "i3d_32x2x1": _3d(32, 2, "msc", msc_scales=(1, 0.8), max_wh_scale_gap=0),
     # I3D dense (i3d_..._8xb8-dense-32x2x1-100e): DenseSampleFrames in every mode; one test clip

@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.mmaction2, pytest.mark.skipif(not REF_PY.exists(), rea
 def _case_shape(name: str) -> tuple[int, ...]:
     """A small input of the row's declared contract (spatial 64, at most 8 frames)."""
     row = get_model_preset(name)
+    if row.family == "tsm":     # whole groups of num_segments frames
+        return (1, row.num_clips, 3, 64, 64)
     if row.layout == "2d":
         return (1, min(8, max(3, row.clip_len * row.num_clips)), 3, 64, 64)   # N, segments, C, H, W
     if row.family == "c3d":     # fc6 fixes the input: the whole 16 x 112 x 112 clip
@@ -44,7 +46,7 @@ CASES = {n: _case_shape(n) for n in list_models()
 CASES["slowonly_r50_4x16x1_256e_kinetics400_rgb"] = (1, 2, 3, 4, 64, 64)   # two views
 
 # presets whose backbone is imported from a torchvision ResNet-50 file (inflated for SlowOnly)
-IMAGENET_CASES = ["tsn_r50_1x1x3_100e_kinetics400_rgb",
+IMAGENET_CASES = ["tsn_r50_1x1x3_100e_kinetics400_rgb", "tsm_r50_1x1x8_50e_kinetics400_rgb",
                   "slowonly_imagenet_pretrained_r50_4x16x1_150e_kinetics400_rgb"]
 
 REF_SCRIPT = textwrap.dedent(r"""
