@@ -76,8 +76,8 @@ class Calibration:
         if self.a <= 1e-6:
             return None
         p = min(max(precision, _EPS), 1 - _EPS)
-        z = (math.log(p / (1 - p)) - self.b) / self.a
-        return float(min(1.0, max(0.0, 1.0 / (1.0 + math.exp(-z)))))
+        z = (math.log(p / (1 - p)) - self.b) / self.a     # a slope near 0 puts it far out: clip
+        return float(min(1.0, max(0.0, 1.0 / (1.0 + math.exp(-min(50.0, max(-50.0, z)))))))
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}

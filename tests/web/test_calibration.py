@@ -43,6 +43,13 @@ def test_platt_fit_stays_finite_when_every_prediction_is_right():
     assert float(cal.correctness(0.9)) > 0.5
 
 
+def test_a_nearly_flat_curve_gives_a_threshold_at_an_end():
+    # seen on a weak teacher: slope 1e-5 put the crossing at logit 1e5 (math.exp overflowed)
+    flat = Calibration(a=1e-5, b=-1.0, n=16, accuracy=0.3, mean_confidence=0.4)
+    assert flat.threshold(0.5) == 1.0
+    assert Calibration(a=1e-5, b=1.0, n=16, accuracy=0.7, mean_confidence=0.6).threshold(0.5) == 0.0
+
+
 def test_uninformative_confidence_has_no_threshold():
     cal = Calibration(a=-0.5, b=0.0, n=10, accuracy=0.5, mean_confidence=0.6)
     assert cal.threshold(0.5) is None
