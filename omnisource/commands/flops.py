@@ -105,12 +105,14 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"3D models take [N, 3, T, H, W]; got --input-shape {list(shape)}", file=args.target)
         views = shape[0] * (shape[1] if meta["layout"] == "2d" or len(shape) == 6 else 1)
     elif meta["layout"] == "2d":
-        shape, views = (1, 1, int(meta.get("in_channels", 3)), size, size), 1
+        # one frame, or one group of frames for models that mix segments (TSM / TIN shift across them)
+        segs = int(meta.get("num_segments") or 1)
+        shape, views = (1, segs, int(meta.get("in_channels", 3)), size, size), segs
     else:
         shape, views = (1, int(meta.get("in_channels", 3)), clip_len, size, size), 1
     try:
         res = measure(model, shape)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:
         raise InputError(f"forward failed for input shape {list(shape)}: {err}", file=args.target) from None
     res.update(model=name, layout=meta["layout"], views=views,
                flops_per_view=res["flops"] / views, macs_per_view=res["macs"] / views)

@@ -268,6 +268,11 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     "tsm_sthv2_1x1x16": _family("2d", 1, 1, 16, "msc", val_clips=16, test_clips=16, test_crop="three",
                                 num_fixed_crops=13, flip_label_map=STHV2_FLIP_LABEL_MAP,
                                 test=dict(twice_sample=True)),
+    # TIN (tin_..._1x1x8-{40e_sthv1,40e_sthv2,50e_kinetics400}): TSN's crops, 8 test segments,
+    # one centre crop; the Something-Something rows never flip
+    "tin_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="center"),
+    "tin_sth_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="center",
+                             flip_ratio=0.0),
     # I3D (i3d_imagenet-pretrained-r50_8xb8-32x2x1-100e)
     "i3d_32x2x1": _3d(32, 2, "msc", msc_scales=(1, 0.8), max_wh_scale_gap=0),
     # I3D dense (i3d_..._8xb8-dense-32x2x1-100e): DenseSampleFrames in every mode; one test clip

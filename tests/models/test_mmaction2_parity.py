@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.mmaction2, pytest.mark.skipif(not REF_PY.exists(), rea
 def _case_shape(name: str) -> tuple[int, ...]:
     """A small input of the row's declared contract (spatial 64, at most 8 frames)."""
     row = get_model_preset(name)
-    if row.family == "tsm":     # whole groups of num_segments frames
+    if row.family in ("tsm", "tin"):     # whole groups of num_segments frames
         return (1, row.num_clips, 3, 64, 64)
     if row.layout == "2d":
         return (1, min(8, max(3, row.clip_len * row.num_clips)), 3, 64, 64)   # N, segments, C, H, W
@@ -59,6 +59,26 @@ REF_SCRIPT = textwrap.dedent(r"""
     from mmaction.registry import MODELS
     import mmaction
     register_all_modules()
+    try:
+        import mmcv.ops  # noqa: F401
+    except ImportError:
+        # the CPU build lacks mmcv's compiled ops; TIN needs tin_shift: its CUDA kernel's loop,
+        # transcribed (out[t + s] = in[t] inside the clip), independent of omnisource's version
+        import types
+        def tin_shift(x, shift):
+            n, t, c, hw = x.shape
+            gc = c // shift.shape[1]
+            out = torch.zeros_like(x)
+            for b in range(n):
+                for j in range(c):
+                    s = int(shift[b, j // gc])
+                    for i in range(t):
+                        if 0 <= i + s < t:
+                            out[b, i + s, j] = x[b, i, j]
+            return out
+        ops = types.ModuleType('mmcv.ops')
+        ops.tin_shift = tin_shift
+        sys.modules['mmcv.ops'] = ops
     root = os.path.join(os.path.dirname(mmaction.__file__), '.mim', 'configs', 'recognition')
     out_dir, jobs = sys.argv[1], json.loads(sys.argv[2])
     import glob
@@ -68,6 +88,8 @@ REF_SCRIPT = textwrap.dedent(r"""
         torch.manual_seed(1234 + i)
         cfg = Config.fromfile(config_path(cfg_name))
         cfg.model.backbone.pretrained = None
+        if cfg.model.backbone.type in ('ResNetTSM', 'ResNetTIN'):
+            cfg.model.backbone.pretrained2d = False
         model = MODELS.build(cfg.model)
         model.init_weights()
         with torch.no_grad():
