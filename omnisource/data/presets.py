@@ -229,6 +229,8 @@ def _family(layout: str, clip_len: int, frame_interval: int, num_clips: int, tra
 # Something-Something V2 classes that mirror each other ("... from left to right" / "... from
 # right to left"), as mmaction2's sthv2 configs list them: a flipped clip changes class
 STHV2_FLIP_LABEL_MAP = ((86, 87), (87, 86), (93, 94), (94, 93), (166, 167), (167, 166))
+# and Something-Something V1's (mmaction2's sthv1 configs)
+STHV1_FLIP_LABEL_MAP = ((2, 4), (4, 2), (30, 41), (41, 30), (52, 66), (66, 52))
 
 
 def _tsn(k: int, **kw: Any) -> dict[str, PresetSpec]:
@@ -268,6 +270,10 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     "tsm_sthv2_1x1x16": _family("2d", 1, 1, 16, "msc", val_clips=16, test_clips=16, test_crop="three",
                                 num_fixed_crops=13, flip_label_map=STHV2_FLIP_LABEL_MAP,
                                 test=dict(twice_sample=True)),
+    # TRN on Something-Something V1 (trn_..._1x1x8-50e_sthv1): V1's label swaps, else as V2's
+    "trn_sthv1_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="three",
+                               num_fixed_crops=13, flip_label_map=STHV1_FLIP_LABEL_MAP,
+                               test=dict(twice_sample=True)),
     # TIN (tin_..._1x1x8-{40e_sthv1,40e_sthv2,50e_kinetics400}): TSN's crops, 8 test segments,
     # one centre crop; the Something-Something rows never flip
     "tin_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="center"),

@@ -77,8 +77,13 @@ def test_state_dict_round_trip_through_load_checkpoint(name: str, tmp_path) -> N
     report = load_checkpoint(b, tmp_path / "w.pth")
     assert not report.missing and not report.unexpected
     x = example_input(a)
-    with torch.no_grad():
-        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    import numpy as np
+
+    with torch.no_grad():   # (numpy seeded: TRN samples its relation tuples at test time too)
+        np.random.seed(0)
+        out_a = a(x)
+        np.random.seed(0)
+        torch.testing.assert_close(out_a, b(x), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", list_models())
