@@ -274,6 +274,16 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     "trn_sthv1_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="three",
                                num_fixed_crops=13, flip_label_map=STHV1_FLIP_LABEL_MAP,
                                test=dict(twice_sample=True)),
+    # TANet (tanet_imagenet-pretrained-r50_...): blue mean 103.5 as its model config; dense
+    # Kinetics clips test on ThreeCrop 256; Something-Something V1 as TRN's, 8 or 16 segments
+    "tanet_dense_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="three",
+                                 num_fixed_crops=13, sampler="dense", mean=(123.675, 116.28, 103.5)),
+    "tanet_sthv1_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="three",
+                                 num_fixed_crops=13, flip_label_map=STHV1_FLIP_LABEL_MAP,
+                                 test=dict(twice_sample=True), mean=(123.675, 116.28, 103.5)),
+    "tanet_sthv1_1x1x16": _family("2d", 1, 1, 16, "msc", val_clips=16, test_clips=16, test_crop="three",
+                                  num_fixed_crops=13, flip_label_map=STHV1_FLIP_LABEL_MAP,
+                                  test=dict(twice_sample=True), mean=(123.675, 116.28, 103.5)),
     # TIN (tin_..._1x1x8-{40e_sthv1,40e_sthv2,50e_kinetics400}): TSN's crops, 8 test segments,
     # one centre crop; the Something-Something rows never flip
     "tin_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="center"),

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.mmaction2, pytest.mark.skipif(not REF_PY.exists(), rea
 def _case_shape(name: str) -> tuple[int, ...]:
     """A small input of the row's declared contract (spatial 64, at most 8 frames)."""
     row = get_model_preset(name)
-    if row.family in ("tsm", "tin", "trn"):     # whole groups of num_segments frames
+    if row.family in ("tsm", "tin", "trn", "tanet"):     # whole groups of num_segments frames
         return (1, row.num_clips, 3, 64, 64)
     if row.layout == "2d":
         return (1, min(8, max(3, row.clip_len * row.num_clips)), 3, 64, 64)   # N, segments, C, H, W
@@ -88,7 +88,7 @@ REF_SCRIPT = textwrap.dedent(r"""
         torch.manual_seed(1234 + i)
         cfg = Config.fromfile(config_path(cfg_name))
         cfg.model.backbone.pretrained = None
-        if cfg.model.backbone.type in ('ResNetTSM', 'ResNetTIN'):
+        if cfg.model.backbone.type in ('ResNetTSM', 'ResNetTIN'):   # (TANet: torchvision init only)
             cfg.model.backbone.pretrained2d = False
         model = MODELS.build(cfg.model)
         model.init_weights()
