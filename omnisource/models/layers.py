@@ -19,8 +19,8 @@ class ConvBN(nn.Module):
 
     ``dims`` selects Conv2d/BatchNorm2d or Conv3d/BatchNorm3d, so the 2D and 3D backbones share
     one module (and one key layout). ``norm=False`` drops the BN (the conv then has a bias unless
-    ``bias=False``, ConvModule's ``bias='auto'``); ``act`` is ``True``/``'relu'``, ``'swish'`` or
-    ``False``; ``conv_layer`` builds another convolution in the ``conv`` slot (R(2+1)D's
+    ``bias=False``, ConvModule's ``bias='auto'``); ``act`` is ``True``/``'relu'``, ``'relu6'``, ``'swish'``
+    or ``False``; ``conv_layer`` builds another convolution in the ``conv`` slot (R(2+1)D's
     factorised one) from ``(in, out, kernel, stride, padding, dilation, groups, bias)``.
     """
 
@@ -47,6 +47,8 @@ class ConvBN(nn.Module):
             self.activate: nn.Module | None = nn.ReLU(inplace=True)
         elif act == "swish":
             self.activate = Swish()
+        elif act == "relu6":
+            self.activate = nn.ReLU6(inplace=True)
         elif act is False or act is None:
             self.activate = None
         else:

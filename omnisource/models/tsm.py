@@ -11,6 +11,9 @@ so the keys are ``layerN.M.conv1.conv.net.weight``; the non-local rows wrap bloc
 as ``layerN.M.block.*`` + ``layerN.M.non_local_block.*`` (a 3D non-local over the segments).
 ``TSMHead`` scores every frame and averages the scores of each group: one score row per view.
 
+The MobileNetV2 row (``arch='mobilenet_v2'``, blocks in ``mobilenet_v2.py``) shifts the expansion
+conv of every residual inverted block, as mmaction2's ``MobileNetV2TSM``.
+
 Overrides: ``num_segments``, ``shift_div``, ``non_local``, ``non_local_mode``, the 2D ResNet's
 (``frozen_stages``, ``norm_eval``, ``partial_bn``) and the common ones; ``pretrained`` takes an
 ImageNet ResNet file (torchvision / timm / mmpretrain names, mapped onto the shifted convs).
@@ -126,7 +129,20 @@ def tsm_pretrained_state(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
     return mapped, fmt
 
 
+def make_tsm_mobilenet_v2(backbone: nn.Module, num_segments: int, shift_div: int) -> nn.Module:
+    """mmaction2's MobileNetV2TSM: the shift wraps the expansion conv (``conv.0``) of every inverted
+    residual block that has one and a residual connection (keys ``conv.0.net.{conv,bn}``)."""
+    from omnisource.models.mobilenet_v2 import InvertedResidual
+
+    for m in backbone.modules():
+        if isinstance(m, InvertedResidual) and len(m.conv) == 3 and m.use_res_connect:
+            m.conv[0] = TemporalShift(m.conv[0], num_segments, shift_div)
+    return backbone
+
+
 def _build(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
+    if preset.arch == "mobilenet_v2":
+        return _build_mobilenet(preset, num_classes, opts, meta)
     depth = int(opts.pop("depth", preset.depth or 50))
     dropout = float(opts.pop("dropout", preset.dropout))
     init_std = float(opts.pop("init_std", preset.init_std))
@@ -141,6 +157,25 @@ def _build(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: di
     head = TSMHead(num_classes, backbone.feat_dim, segs, dropout=dropout, init_std=init_std)
     meta.update(depth=depth, base_channels=base_channels, in_channels=in_channels, dropout=dropout,
                 num_segments=segs, shift_div=shift_div)
+    return Recognizer2D(backbone, head, meta)
+
+
+def _build_mobilenet(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
+    from omnisource.models.mobilenet_v2 import MobileNetV2
+
+    dropout = float(opts.pop("dropout", preset.dropout))
+    init_std = float(opts.pop("init_std", preset.init_std))
+    in_channels = int(opts.pop("in_channels", 3))
+    segs = int(opts.pop("num_segments", preset.num_clips))
+    shift_div = int(opts.pop("shift_div", 8))
+    widen = float(opts.pop("base_channels", 32)) / 32     # base_channels: the stem width (32 at 1.0x)
+    unknown = set(opts) - {"norm_eval"}
+    if unknown:
+        raise ValueError(f"options {sorted(unknown)} do not apply to the MobileNetV2 TSM")
+    backbone = make_tsm_mobilenet_v2(MobileNetV2(widen, in_channels, bool(opts.get("norm_eval", False))),
+                                     segs, shift_div)
+    head = TSMHead(num_classes, backbone.feat_dim, segs, dropout=dropout, init_std=init_std)
+    meta.update(in_channels=in_channels, dropout=dropout, num_segments=segs, shift_div=shift_div, widen_factor=widen)
     return Recognizer2D(backbone, head, meta)
 
 
@@ -188,6 +223,12 @@ ROWS = register_presets([
            f"TSM ResNet-50 with {mode.replace('_', ' ')} non-local blocks (res3, res4), Kinetics-400",
            model={"non_local": _NL, "non_local_mode": mode})
       for mode, params in (("embedded_gaussian", 31_682_000), ("gaussian", 28_007_888), ("dot_product", 31_682_000))],
+    ModelPreset(name="tsm_mobilenetv2_dense_1x1x8_100e_kinetics400_rgb", family="tsm", arch="mobilenet_v2",
+                num_classes=400, dataset="kinetics400", clip_len=1, frame_interval=1, num_clips=8, epochs=100,
+                train_preset="tsm_mnv2_1x1x8_train", test_preset="tsm_mnv2_1x1x8_test",
+                mmaction2_configs=("tsm_imagenet-pretrained-mobilenetv2_8xb16-1x1x8-100e_kinetics400-rgb",),
+                imagenet_pretrained=True, dropout=0.5, init_std=0.001, params=2_736_272,
+                doc="TSM MobileNetV2, 8 segments, Kinetics-400 (the 1.x config samples uniformly, not densely)"),
     _row("tsm_r50_1x1x8_50e_sthv2_rgb", 8, ("tsm_imagenet-pretrained-r50_8xb16-1x1x8-50e_sthv2-rgb",), 23_864_558,
          "TSM ResNet-50, 8 segments, Something-Something V2 (flip swaps left/right classes)", dataset="sthv2",
          classes=174, preset="tsm_sthv2_1x1x8"),
