@@ -287,6 +287,11 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     "tanet_sthv1_1x1x16": _family("2d", 1, 1, 16, "msc", val_clips=16, test_clips=16, test_crop="three",
                                   num_fixed_crops=13, flip_label_map=STHV1_FLIP_LABEL_MAP,
                                   test=dict(twice_sample=True), mean=(123.675, 116.28, 103.5)),
+    # TimeSformer (timesformer_*_8xb8-8x32x1-15e): mean = std = 127.5; test one clip at short
+    # side 224, ThreeCrop 224. mmaction2 trains with RandomRescale(256-320) + RandomCrop 224;
+    # here: short side 256 + RandomCrop 224 (RandomRescale is not one of our transforms yet)
+    "timesformer_8x32x1": _family("3d", 8, 32, 1, "random", val_clips=1, test_clips=1, test_crop="three",
+                                  mean=(127.5,) * 3, std=(127.5,) * 3, test=dict(scale=224, test_crop_size=224)),
     # TIN (tin_..._1x1x8-{40e_sthv1,40e_sthv2,50e_kinetics400}): TSN's crops, 8 test segments,
     # one centre crop; the Something-Something rows never flip
     "tin_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="center"),

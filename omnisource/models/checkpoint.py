@@ -486,9 +486,10 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, strict: bool = 
     own = backbone.state_dict()
     new: dict[str, torch.Tensor] = {}
     problems: list[str] = []
+    fresh = [re.compile(r) for r in (fam.pretrained_fresh if fam is not None else ())]
     for key, target in own.items():
         if key not in src:
-            if not _is_tolerated_missing(key):
+            if not _is_tolerated_missing(key) and not any(r.search(key) for r in fresh):
                 problems.append(f"{key} (missing)")
             continue
         value = src[key]

@@ -114,6 +114,9 @@ class Family:
     # ({}, 'unknown') when it is not one this family can start from
     pretrained_state: Callable[[dict[str, torch.Tensor]], tuple[dict[str, torch.Tensor], str]] | None = None
     inflate: bool = False                        # 2D kernels of pretrained files inflate into 3D ones
+    # regexes of backbone keys a pretrained (ImageNet) file does not have and that keep their fresh
+    # initialisation (TimeSformer's time embedding, TIN's offset nets, TANet's TAMs, non-local blocks)
+    pretrained_fresh: tuple[str, ...] = ()
     doc: str = ""
     module: str = ""
 

@@ -114,6 +114,7 @@ FAMILY = register_family(Family(
                          "norm_eval", "partial_bn"}),
     tiny={"base_channels": 8},
     example_input=_example,
+    pretrained_fresh=(r"\.tam\.",),
     pretrained_state=tanet_pretrained_state, inflate=False,
     doc="TANet: 2D ResNet-50 with temporal adaptive modules (mmaction2 TANet + TSMHead)",
 ))

@@ -187,6 +187,7 @@ FAMILY = register_family(Family(
     overrides=frozenset({"num_segments", "shift_div", "frozen_stages", "norm_eval", "partial_bn"}),
     tiny={"base_channels": 16},
     example_input=_example,
+    pretrained_fresh=(r"\.net1\.",),
     pretrained_state=tin_pretrained_state, inflate=False,
     doc="TIN: 2D ResNet with learned, interpolated temporal shifts (mmaction2 ResNetTIN + TSMHead; "
         "tin_shift in PyTorch)",

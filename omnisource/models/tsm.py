@@ -189,6 +189,7 @@ FAMILY = register_family(Family(
                          "norm_eval", "partial_bn"}),
     tiny={"base_channels": 8},
     example_input=_example,
+    pretrained_fresh=(r"\.non_local_block\.",),
     pretrained_state=tsm_pretrained_state, inflate=False,
     doc="TSM: 2D ResNet with temporal shifts in the residual branch (mmaction2 ResNetTSM + TSMHead)",
 ))

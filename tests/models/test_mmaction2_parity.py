@@ -34,6 +34,8 @@ def _case_shape(name: str) -> tuple[int, ...]:
         return (1, row.num_clips, 3, 64, 64)
     if row.layout == "2d":
         return (1, min(8, max(3, row.clip_len * row.num_clips)), 3, 64, 64)   # N, segments, C, H, W
+    if row.family == "timesformer":     # positional / temporal embeddings fix the input size
+        return (1, 1, 3, row.clip_len, row.input_size, row.input_size)
     if row.family == "c3d":     # fc6 fixes the input: the whole 16 x 112 x 112 clip
         return (1, 1, 3, row.clip_len, row.input_size, row.input_size)
     return (1, 1, 3, 8, 64, 64)                                             # N, views, C, T, H, W

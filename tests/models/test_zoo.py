@@ -186,3 +186,39 @@ def test_bad_names_and_overrides() -> None:
         create_model("tsn_r50_1x1x3_100e_kinetics400_rgb", depth=42)
     with pytest.raises(ConfigError, match="num_classes"):
         create_model("tsn_r50_1x1x3_100e_kinetics400_rgb", num_classes=0)
+
+
+def test_timesformer_imports_a_timm_vit_file(tmp_path):
+    """A ViT-B/16 in timm's names (here random, tiny) initialises divided attention as mmaction2
+    does: each block's attention becomes both the temporal and the spatial one."""
+    from omnisource.models.timesformer import vit_pretrained_state
+
+    torch.manual_seed(0)
+    model = create_model("timesformer_divST_8x32x1_15e_kinetics400_rgb", num_classes=5,
+                         **get_family("timesformer").tiny)
+    dims = 32
+    sd = {"patch_embed.proj.weight": torch.randn(dims, 3, 16, 16), "patch_embed.proj.bias": torch.randn(dims),
+          "cls_token": torch.randn(1, 1, dims), "pos_embed": torch.randn(1, 5, dims),
+          "norm.weight": torch.randn(dims), "norm.bias": torch.randn(dims), "head.weight": torch.randn(10, dims)}
+    for i in range(2):
+        p = f"blocks.{i}."
+        sd.update({p + "norm1.weight": torch.randn(dims), p + "norm1.bias": torch.randn(dims),
+                   p + "attn.qkv.weight": torch.randn(3 * dims, dims), p + "attn.qkv.bias": torch.randn(3 * dims),
+                   p + "attn.proj.weight": torch.randn(dims, dims), p + "attn.proj.bias": torch.randn(dims),
+                   p + "norm2.weight": torch.randn(dims), p + "norm2.bias": torch.randn(dims),
+                   p + "mlp.fc1.weight": torch.randn(4 * dims, dims), p + "mlp.fc1.bias": torch.randn(4 * dims),
+                   p + "mlp.fc2.weight": torch.randn(dims, 4 * dims), p + "mlp.fc2.bias": torch.randn(dims)})
+    mapped, fmt = vit_pretrained_state(sd)
+    assert fmt == "timm ViT"
+    own = model.backbone.state_dict()
+    assert set(mapped) <= set(own)
+    missing = set(own) - set(mapped)    # only what a ViT does not have: time embedding, temporal_fc
+    assert missing == {"time_embed"} | {f"transformer_layers.layers.{i}.attentions.0.temporal_fc.{w}"
+                                        for i in range(2) for w in ("weight", "bias")}
+    l0 = "transformer_layers.layers.0.attentions."
+    assert torch.equal(mapped[l0 + "0.attn.in_proj_weight"], sd["blocks.0.attn.qkv.weight"])
+    assert torch.equal(mapped[l0 + "1.attn.in_proj_weight"], sd["blocks.0.attn.qkv.weight"])
+    torch.save(sd, tmp_path / "vit.pth")
+    loaded = create_model("timesformer_divST_8x32x1_15e_kinetics400_rgb", num_classes=5,
+                          pretrained=str(tmp_path / "vit.pth"), **get_family("timesformer").tiny)
+    assert torch.equal(loaded.backbone.transformer_layers.layers[1].ffns[0].layers[1].weight, sd["blocks.1.mlp.fc2.weight"])
