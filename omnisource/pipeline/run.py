@@ -291,7 +291,8 @@ class Pipeline:
         if sources_present and self._needs_calibration():
             self.stage("calibrate", {**base_ident, "image_teacher": dict(self.s.image_teacher),
                                      "video_teachers": list(self.s.filter.video_teachers),
-                                     "holdout": float(self.s.filter.holdout)},
+                                     "holdout": float(self.s.filter.holdout),
+                                     "fit": "platt, offset-only below 200 samples, prior 1 (v2)"},
                        self._calibrate, needs=("teacher",))
         for src in sources_present:
             self.stage(f"ingest-{src}", {"data": self._data_ident(), "src": src},

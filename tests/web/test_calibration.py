@@ -26,7 +26,7 @@ def test_platt_fit_recovers_a_known_reliability_curve():
     # truth: right with probability sigmoid(2 * logit(c) - 1) (an over-confident teacher)
     z = 2 * np.log(conf / (1 - conf)) - 1
     right = rng.uniform(size=conf.size) < 1 / (1 + np.exp(-z))
-    cal = fit_calibration(conf, right)
+    cal = fit_calibration(conf, right)      # 4000 samples: slope and offset are both fitted
     assert cal.a == pytest.approx(2.0, abs=0.2)
     assert cal.b == pytest.approx(-1.0, abs=0.2)
     assert cal.n == 4000 and cal.accuracy == pytest.approx(right.mean())
@@ -34,6 +34,23 @@ def test_platt_fit_recovers_a_known_reliability_curve():
     t = cal.threshold(0.8)
     assert float(cal.correctness(t)) == pytest.approx(0.8, abs=1e-6)
     assert cal.threshold(0.9) > t
+
+
+def test_small_samples_fit_the_offset_only_and_shrink_towards_the_identity():
+    rng = np.random.default_rng(1)
+    conf = rng.uniform(0.2, 0.9, 16)
+    right = rng.uniform(size=16) < conf - 0.15       # an over-confident teacher
+    cal = fit_calibration(conf, right)
+    assert cal.a == 1.0 and cal.b < 0                # slope fixed; offset says "over-confident"
+    strong = fit_calibration(conf, right, prior=1e6)
+    assert abs(strong.b) < 1e-3                      # a huge prior keeps the identity map
+    # seeds of the same 16-sample problem give thresholds in a narrow band (the free fit did not)
+    thr = []
+    for seed in range(20):
+        r = np.random.default_rng(seed)
+        c = r.uniform(0.2, 0.9, 16)
+        thr.append(fit_calibration(c, r.uniform(size=16) < c - 0.15).threshold(0.5))
+    assert 0.4 < min(thr) and max(thr) < 0.95
 
 
 def test_platt_fit_stays_finite_when_every_prediction_is_right():
