@@ -51,13 +51,15 @@ def throughput() -> dict[str, dict]:
     if not f.is_file():
         return {}
     data = json.loads(f.read_text())
-    return {r["model"]: {**r, "cpu": data.get("cpu", "?")} for r in data.get("rows", [])}
+    return {r["model"]: {**r, "cpu": f"{data.get('cpu', '?')} ({data.get('threads', '?')} threads, batch "
+                                     f"{data.get('batch', '?')}, torch {data.get('torch', '?')})"}
+            for r in data.get("rows", [])}
 
 
 def presets_table() -> str:
     speed = throughput()
     lines = [BEGIN, "", "| name | family | layout | classes | sampling | ImageNet init | params (mmaction2) | "
-             "GMACs / view | CPU train / infer clips/s (fp32; mmaction2) | "
+             "GMACs / view | CPU train / infer clips/s: fp32 (mmaction2 fp32); ours bf16 | "
              "mmaction2 1.x config(s) | defined in |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in list_models():
         r = get_model_preset(n)
@@ -69,6 +71,7 @@ def presets_table() -> str:
         mm = "<br>".join(f"`{c}`" for c in r.mmaction2_configs) or "(none)"
         sp = speed.get(n)
         rate = (f"{sp['train']:.3g} / {sp['infer']:.3g} ({sp['ref_train']:.3g} / {sp['ref_infer']:.3g})"
+                + (f"; bf16 {sp['bf16_train']:.3g} / {sp['bf16_infer']:.3g}" if sp.get("bf16_train") else "")
                 if sp else "-")
         lines.append(f"| `{n}` | {fam.name} | {fam.layout} | {r.num_classes} | {sampling} | "
                      f"{'yes' if r.imagenet_pretrained else 'no'} | {params} | {gmacs(n):.1f} | {rate} | {mm} | "
@@ -76,8 +79,10 @@ def presets_table() -> str:
     cpus = sorted({v["cpu"] for v in speed.values()})
     lines += ["", "GMACs: one view at the row's input size (3D: one clip of `clip_len` frames; 2D: its "
               "`num_clips` segments), counted by torch's FlopCounterMode. Throughput: "
-              + (f"measured by `benchmarks/train_step.py` on {', '.join(cpus)} (2 threads, batch 2, zoo input; "
-                 "train = forward + backward + SGD step)" if cpus else "not measured yet") + "."]
+              + (f"measured by `benchmarks/train_step.py --out` on {', '.join(cpus)}: zoo input, fp32 "
+                 "NCHW and bf16 autocast, train = forward + backward + SGD step, mmaction2 1.2.0 in the same run "
+                 "(`--compare-mmaction2`); one row per family, at the preset named; short runs carry a few "
+                 "percent of noise" if cpus else "not measured yet") + "."]
     lines += ["", "Families: " + ", ".join(f"`{f}` ({get_family(f).doc}; `{get_family(f).module}`)"
                                           for f in list_families()
                                           if get_family(f).module.startswith("omnisource.")), "", END]
