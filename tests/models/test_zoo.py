@@ -222,3 +222,31 @@ def test_timesformer_imports_a_timm_vit_file(tmp_path):
     loaded = create_model("timesformer_divST_8x32x1_15e_kinetics400_rgb", num_classes=5,
                           pretrained=str(tmp_path / "vit.pth"), **get_family("timesformer").tiny)
     assert torch.equal(loaded.backbone.transformer_layers.layers[1].ffns[0].layers[1].weight, sd["blocks.1.mlp.fc2.weight"])
+
+
+def test_tpn_adds_its_auxiliary_head_loss_in_training():
+    """TPN's res4 head is scored in training and its loss (weight 0.5, mmaction2's) is returned
+    beside the classifier's, so the trainer adds and logs both; inference gives scores only."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = _tiny("tpn_slowonly_r50_8x8x1_150e_kinetics_rgb").train()
+    x = example_input(model)
+    y = torch.tensor([1, 3])
+    seen = []
+
+    def loss_fn(scores, which):
+        seen.append(which)
+        return F.cross_entropy(scores, y)
+
+    losses = model(x, loss_fn=loss_fn)
+    assert set(losses) == {"loss_cls", "loss_aux"} and seen == ["cls", "aux"]
+    aux = model.neck.aux_head
+    model.eval()                                  # no dropout: the aux loss is reproducible
+    with torch.no_grad():
+        again = model(x, loss_fn=lambda s, w: F.cross_entropy(s, y))
+        direct = 0.5 * F.cross_entropy(aux(model.backbone(x.flatten(0, 1))[0]), y)
+    assert torch.allclose(again["loss_aux"], direct)
+    sum(losses.values()).backward()
+    assert aux.fc.weight.grad is not None and aux.fc.weight.grad.abs().sum() > 0
+    assert model(x).shape == (2, 5)
