@@ -493,10 +493,16 @@ class RawframeDataset(ClipDataset):
                             "--format video, or data.<split>.format: video)")
         if not s.total_frames:
             raise DataError(path, "total_frames is 0 in the list")
+        open_kwargs: dict[str, Any] = {"template": self.filename_tmpl, "start_index": self.start_index,
+                                       "num_frames": s.total_frames}
+        if getattr(getattr(self.preset, "spec", None), "modality", "rgb") == "flow":
+            # mmaction2's flow template '{}_{:05d}.jpg' names x_ and y_ files; the RGB default
+            # 'img_{:05}.jpg' means "not set": the x_/y_ layout of its extraction tools
+            tmpl = self.filename_tmpl if "{}" in self.filename_tmpl else "{}_{:05d}.jpg"
+            open_kwargs.update(template=None, modality="flow",
+                               flow_templates=(tmpl.replace("{}", "x", 1), tmpl.replace("{}", "y", 1)))
         return self.read_video(path, rng, backend="rawframes", base=self.start_index + s.offset,
-                               total=s.total_frames, count_shift=s.offset,
-                               open_kwargs={"template": self.filename_tmpl, "start_index": self.start_index,
-                                            "num_frames": s.total_frames})
+                               total=s.total_frames, count_shift=s.offset, open_kwargs=open_kwargs)
 
 
 class ImageDataset(ClipDataset):

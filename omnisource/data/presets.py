@@ -114,6 +114,7 @@ class PresetSpec:
     interpolation: str = "bilinear"
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
+    modality: str = "rgb"            # 'rgb' | 'flow' (2-channel x / y frames; 2D clips stacked into channels)
 
     @property
     def test_mode(self) -> bool:
@@ -186,7 +187,8 @@ class Preset:
                  info: dict[str, Any] | None = None) -> torch.Tensor:
         """The model input; ``info`` (optional) receives ``flipped``: whether a Flip flipped it
         (the dataset swaps the label through :attr:`flip_label_map` then)."""
-        frames = check_frames(frames)
+        flow = self.spec is not None and self.spec.modality == "flow"
+        frames = check_frames(frames, 2 if flow else 3)
         if rng is None:
             rng = np.random.default_rng()
         still = frames.shape[0] == 1 and self.clip_len > 1
@@ -202,7 +204,7 @@ class Preset:
             frames = t(frames, rng)
         if still:  # one image per view -> a clip of clip_len copies (crop-major kept)
             frames = np.repeat(frames, self.clip_len, axis=0)
-        return to_model_input(frames, self.layout, self.clip_len, self.mean, self.std)
+        return to_model_input(frames, self.layout, self.clip_len, self.mean, self.std, stack_clip_channels=flow)
 
     def __repr__(self) -> str:
         ts = ", ".join(repr(t) for t in self.transforms)
@@ -291,7 +293,14 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     # side 224, ThreeCrop 224. mmaction2 trains with RandomRescale(256-320) + RandomCrop 224;
     # here: short side 256 + RandomCrop 224 (RandomRescale is not one of our transforms yet)
     "timesformer_8x32x1": _family("3d", 8, 32, 1, "random", val_clips=1, test_clips=1, test_crop="three",
-                                  mean=(127.5,) * 3, std=(127.5,) * 3, test=dict(scale=224, test_crop_size=224)),
+                                  mean=(127.5,) * 3, std=(127.5,) * 3, test=dict(scale=224, test_crop_size="scale")),
+    # optical flow (x / y JPEG pairs, mean = std = 128): TSN 5x1x3 stacks each segment's 5 frames
+    # into 10 channels (tsn_imagenet-pretrained-r50_8xb32_5x1x3-110e_kinetics400-flow); SlowOnly
+    # 16x4x1 feeds 2-channel clips, 2 val clips (slowonly_r50_8xb16-16x4x1-256e_kinetics400-flow)
+    "tsn_flow_5x1x3": _family("2d", 5, 1, 3, "rrc", val_clips=3, test_clips=25, test_crop="ten",
+                              modality="flow", mean=(128.0, 128.0), std=(128.0, 128.0)),
+    "slowonly_flow_16x4x1": _family("3d", 16, 4, 1, "rrc", val_clips=2, test_clips=10, test_crop="three",
+                                    modality="flow", mean=(128.0, 128.0), std=(128.0, 128.0)),
     # TIN (tin_..._1x1x8-{40e_sthv1,40e_sthv2,50e_kinetics400}): TSN's crops, 8 test segments,
     # one centre crop; the Something-Something rows never flip
     "tin_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="center"),
@@ -330,7 +339,7 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     # X3D (x3d_{s,m}_..._facebook-kinetics400-rgb): mmaction2 ships test pipelines only (10 clips,
     # ThreeCrop at the short side: 182 for S, 256 for M); the train pipelines here crop 160 / 224
     "x3d_s_13x6x1": _3d(13, 6, scale=182, crop_size=160, test=dict(test_crop_size="scale"),
-                        val=dict(test_crop_size=160), mean=(114.75,) * 3, std=(57.38,) * 3),
+                        mean=(114.75,) * 3, std=(57.38,) * 3),
     "x3d_m_16x5x1": _3d(16, 5, test=dict(test_crop_size="scale"), mean=(114.75,) * 3, std=(57.38,) * 3),
     # OmniSource Mini-Kinetics recipes of mmaction2 0.x (v0 test offsets)
     "tsn_1x1x8_omnisource": _family("2d", 1, 1, 8, "rrc", val_clips=8, test_clips=25,
@@ -416,6 +425,8 @@ def build_preset(spec: PresetSpec, name: str = "custom") -> Preset:
     """Turn a :class:`PresetSpec` into a :class:`Preset` (validates every field)."""
     if spec.layout not in ("2d", "3d"):
         raise ConfigError(f"layout must be '2d' or '3d', got {spec.layout!r}")
+    if spec.modality not in ("rgb", "flow"):
+        raise ConfigError(f"modality must be 'rgb' or 'flow', got {spec.modality!r}")
     if spec.mode not in _MODES:
         raise ConfigError(f"mode must be one of {_MODES}, got {spec.mode!r}")
     sampler: SampleFrames
@@ -451,7 +462,7 @@ def build_preset(spec: PresetSpec, name: str = "custom") -> Preset:
         if spec.crop in ("msc", "rrc"):
             transforms.append(Resize((size, size), keep_ratio=False,
                                      interpolation=spec.interpolation))
-        transforms.append(Flip(spec.flip_ratio))
+        transforms.append(Flip(spec.flip_ratio, flow=spec.modality == "flow"))
     else:
         if spec.crop == "center":
             transforms.append(CenterCrop(_test_crop_side(spec)))
@@ -464,8 +475,10 @@ def build_preset(spec: PresetSpec, name: str = "custom") -> Preset:
         elif spec.crop != "none":
             raise ConfigError(f"val/test crop must be 'center', 'three', 'ten' or 'none', "
                               f"got {spec.crop!r}")
-    if len(spec.mean) != 3 or len(spec.std) != 3 or min(spec.std) <= 0:
-        raise ConfigError(f"mean/std must be 3 RGB values (std > 0), got {spec.mean}, {spec.std}")
+    nch = 2 if spec.modality == "flow" else 3
+    if len(spec.mean) != nch or len(spec.std) != nch or min(spec.std) <= 0:
+        raise ConfigError(f"mean/std must be {nch} values for {spec.modality} frames (std > 0), "
+                          f"got {spec.mean}, {spec.std}")
     return Preset(name=name, sampler=sampler, transforms=transforms, layout=spec.layout,
                   clip_len=spec.clip_len, num_clips=spec.num_clips, num_crops=num_crops,
                   test_mode=spec.test_mode, mean=tuple(spec.mean), std=tuple(spec.std),

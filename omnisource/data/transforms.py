@@ -67,13 +67,15 @@ def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     return out
 
 
-def check_frames(frames: object) -> np.ndarray:
-    """Validate a decoded clip: uint8 ``[M, H, W, 3]`` with M, H, W >= 1."""
+def check_frames(frames: object, channels: int = 3) -> np.ndarray:
+    """Validate a decoded clip: uint8 ``[M, H, W, channels]`` (3: RGB, 2: optical flow x / y)
+    with M, H, W >= 1."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 \
-            or frames.shape[-1] != 3 or min(frames.shape[:3]) < 1:
+            or frames.shape[-1] != channels or min(frames.shape[:3]) < 1:
         desc = (f"{type(frames).__name__} {getattr(frames, 'dtype', '')} "
                 f"{getattr(frames, 'shape', '')}").strip()
-        raise DataError("<frames>", f"expected uint8 RGB frames [N, H, W, 3], got {desc}")
+        what = "RGB" if channels == 3 else "flow (x, y)"
+        raise DataError("<frames>", f"expected uint8 {what} frames [N, H, W, {channels}], got {desc}")
     return frames
 
 
@@ -153,7 +155,7 @@ class Resize(Transform):
         if new_h < 1 or new_w < 1:
             raise DataError("<frames>", f"resizing {w}x{h} frames with {self.scale} gives "
                                         f"an empty {new_w}x{new_h} image")
-        out = np.empty((m, new_h, new_w, 3), dtype=np.uint8)
+        out = np.empty((m, new_h, new_w, frames.shape[-1]), dtype=np.uint8)
         code = _INTERP[self.interpolation]
         for i in range(m):
             cv2.resize(frames[i], (new_w, new_h), dst=out[i], interpolation=code)
@@ -358,7 +360,7 @@ class TenCrop(Transform):
         cw, ch = self.crop_size
         _fit("TenCrop", cw, ch, w, h)
         m = frames.shape[0]
-        out = np.empty((10 * m, ch, cw, 3), dtype=np.uint8)
+        out = np.empty((10 * m, ch, cw, frames.shape[-1]), dtype=np.uint8)
         for k, (x, y) in enumerate(self.offsets(h, w)):
             crop = _crop(frames, x, y, cw, ch)
             out[2 * k * m:(2 * k + 1) * m] = crop
@@ -372,7 +374,7 @@ class Flip(Transform):
 
     random = True
 
-    def __init__(self, flip_ratio: float = 0.5, direction: str = "horizontal"):
+    def __init__(self, flip_ratio: float = 0.5, direction: str = "horizontal", flow: bool = False):
         if not 0 <= float(flip_ratio) <= 1:
             raise ConfigError(f"flip_ratio must be in [0, 1], got {flip_ratio!r}")
         if direction not in ("horizontal", "vertical"):
@@ -380,18 +382,27 @@ class Flip(Transform):
                               f"got {direction!r}")
         self.flip_ratio = float(flip_ratio)
         self.direction = direction
+        self.flow = bool(flow)
 
     def __call__(self, frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         # draw even when flip_ratio is 0 or 1 so the random stream does not depend on it
         if rng.random() < self.flip_ratio:
-            return frames[:, :, ::-1] if self.direction == "horizontal" else frames[:, ::-1]
+            out = frames[:, :, ::-1] if self.direction == "horizontal" else frames[:, ::-1]
+            if self.flow:
+                # a mirrored flow field moves the other way along the flipped axis: invert that
+                # component (x for horizontal). mmaction2 1.2.0 instead inverts every other
+                # whole [H, W, 2] frame (its flip was written for x / y as separate frames)
+                out = out.copy()
+                c = 0 if self.direction == "horizontal" else 1
+                out[..., c] = 255 - out[..., c]
+            return out
         return frames
 
 
 # ----------------------------------------------------------------------------- format
 def to_model_input(frames: np.ndarray, layout: str, clip_len: int,
                    mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+                   std: Sequence[float] = IMAGENET_STD, stack_clip_channels: bool = False) -> torch.Tensor:
     """uint8 ``[M, H, W, 3]`` -> normalised float32 in the model layout.
 
     ``'2d'``: ``[M, 3, H, W]`` (mmaction2 ``FormatShape('NCHW')``; segments and views stacked).
@@ -406,21 +417,29 @@ def to_model_input(frames: np.ndarray, layout: str, clip_len: int,
     results), reading crop / flip views in place (one strided cast, no extra copy).
     """
     m, h, w, c = frames.shape
+    if len(mean) != c or len(std) != c:
+        raise ConfigError(f"{c}-channel frames need {c} mean / std values, got {len(mean)} / {len(std)}")
     if layout == "2d":
         src = frames.transpose(0, 3, 1, 2)
         shape: tuple[int, ...] = (m, c, h, w)
-        view: tuple[int, ...] = (1, 3, 1, 1)
+        view: tuple[int, ...] = (1, c, 1, 1)
     elif layout == "3d":
         if m % clip_len:
             raise DataError("<frames>", f"{m} frames is not a whole number of "
                                         f"{clip_len}-frame clips")
         src = frames.reshape(m // clip_len, clip_len, h, w, c).transpose(0, 4, 1, 2, 3)
         shape = (m // clip_len, c, clip_len, h, w)
-        view = (1, 3, 1, 1, 1)
+        view = (1, c, 1, 1, 1)
     else:
         raise ConfigError(f"layout must be '2d' or '3d', got {layout!r}")
     out = np.empty(shape, dtype=np.float32)
     np.copyto(out, src, casting="unsafe")  # uint8 -> float32 is exact
     out -= np.asarray(mean, dtype=np.float32).reshape(view)
     out /= np.asarray(std, dtype=np.float32).reshape(view)
+    if layout == "2d" and stack_clip_channels and clip_len > 1:
+        # TSN on flow (mmaction2 FormatShape('NCHW') with modality Flow): each segment's clip_len
+        # frames become one input of clip_len * c channels, x0 y0 x1 y1 ...
+        if m % clip_len:
+            raise DataError("<frames>", f"{m} frames is not a whole number of {clip_len}-frame clips")
+        out = out.reshape(m // clip_len, clip_len * c, h, w)
     return torch.from_numpy(out)

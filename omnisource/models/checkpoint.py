@@ -493,6 +493,13 @@ def load_pretrained_backbone(model: nn.Module, path: str | Path, strict: bool = 
                 problems.append(f"{key} (missing)")
             continue
         value = src[key]
+        if (value.dim() in (4, 5) and value.dim() <= target.dim() and value.shape[1] == 3
+                and target.shape[1] != 3 and value.shape[0] == target.shape[0]):
+            # an RGB stem into a flow (or other-channel) stem: the mean over RGB, repeated per input
+            # channel -- TSN's cross-modality initialisation, what the zoo's flow models start from
+            # (mmaction2 1.2.0 itself leaves a mismatched stem random)
+            reps = (1, target.shape[1]) + (1,) * (value.dim() - 2)
+            value = value.mean(dim=1, keepdim=True).repeat(*reps)
         if value.shape == target.shape:
             new[key] = value.to(target.dtype)
         elif (inflate and value.dim() == 4 and target.dim() == 5

@@ -83,6 +83,11 @@ ROWS = register_presets([
     tsn_row("tsn_r101_1x1x8_100e_kinetics400_rgb", 8,
             ("tsn_imagenet-pretrained-r101_8xb32-1x1x8-100e_kinetics400-rgb",), depth=101, params=43_319_760,
             doc="TSN ResNet-101, 8 segments, Kinetics-400"),
+    tsn_row("tsn_r50_5x1x3_110e_kinetics400_flow", 3, ("tsn_imagenet-pretrained-r50_8xb32_5x1x3-110e_kinetics400-flow",),
+            params=24_349_584, epochs=110, clip_len=5, preset="tsn_flow_5x1x3", model={"in_channels": 10},
+            mean=(128.0,) * 10, std=(128.0,) * 10,
+            doc="TSN ResNet-50 on optical flow: 3 segments of 5 x / y frames stacked into 10 channels "
+                "(ImageNet stem averaged over RGB, repeated)"),
     tsn_row("tsn_r50_1x1x8_100e_minikinetics_rgb", 8, (), dataset="minikinetics", classes=200,
             doc="TSN ResNet-50, 8 segments, Mini-Kinetics (200 classes): the OmniSource paper's 2D model"),
     tsn_row("tsn_r18_1x1x3_100e_kinetics400_rgb", 3, (), depth=18,

@@ -35,14 +35,20 @@ def test_every_preset_produces_its_layout(name):
     inds = p.sample(120, rng)
     assert len(inds) == p.frames_per_sample
     assert inds.min() >= 0 and inds.max() < 120
-    x = p(_frames(len(inds)), rng)
+    flow = p.spec.modality == "flow"
+    frames = _frames(len(inds))
+    if flow:                                  # optical flow: x / y channels
+        frames = np.ascontiguousarray(frames[..., :2])
+    x = p(frames, rng)
     assert x.dtype == torch.float32 and x.is_contiguous()
     size = p.input_size
     clips = len(inds) // p.clip_len
-    if p.layout == "2d":
+    if p.layout == "2d" and flow:             # each segment's frames stacked into channels
+        assert x.shape == (clips * p.num_crops, 2 * p.clip_len, *size)
+    elif p.layout == "2d":
         assert x.shape == (len(inds) * p.num_crops, 3, *size)
     else:
-        assert x.shape == (p.num_crops * clips, 3, p.clip_len, *size)
+        assert x.shape == (p.num_crops * clips, 2 if flow else 3, p.clip_len, *size)
     assert p.test_mode == (not name.endswith("_train"))
 
 

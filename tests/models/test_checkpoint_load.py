@@ -429,3 +429,19 @@ def test_resume_from_an_empty_or_foreign_checkpoint_is_one_line(tmp_path: Path) 
     mine = create_model(TSN, num_classes=5, base_channels=B)
     with pytest.raises(InputError, match=r"another model.s weights: 2 key\(s\) with another shape \(e.g. cls_head"):
         ckio.load_model_state(mine, other.state_dict(), tmp_path / "x.pth")
+
+
+def test_imagenet_import_into_a_flow_stem_averages_rgb_and_repeats(tmp_path: Path) -> None:
+    """TSN on flow (10 input channels): the RGB stem's mean over its 3 input channels, repeated
+    10 times (cross-modality initialisation); every other tensor as for RGB."""
+    src = _tiny(seed=3)
+    tv = to_torchvision_keys(src.backbone.state_dict())
+    path = tmp_path / "resnet.pth"
+    torch.save(tv, path)
+    flow = create_model("tsn_r50_5x1x3_110e_kinetics400_flow", num_classes=5, base_channels=B, depth=50,
+                        pretrained=str(path))
+    w = flow.backbone.conv1.conv.weight
+    assert w.shape[1] == 10
+    expected = tv["conv1.weight"].mean(dim=1, keepdim=True).repeat(1, 10, 1, 1)
+    assert torch.equal(w, expected)
+    assert torch.equal(flow.backbone.layer1[0].conv2.conv.weight, tv["layer1.0.conv2.weight"])

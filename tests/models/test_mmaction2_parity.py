@@ -32,13 +32,15 @@ def _case_shape(name: str) -> tuple[int, ...]:
     row = get_model_preset(name)
     if row.family in ("tsm", "tin", "trn", "tanet"):     # whole groups of num_segments frames
         return (1, row.num_clips, 3, 64, 64)
+    c = int(row.model.get("in_channels", 3))                                # flow rows: 10 / 2
     if row.layout == "2d":
-        return (1, min(8, max(3, row.clip_len * row.num_clips)), 3, 64, 64)   # N, segments, C, H, W
+        segs = row.num_clips if c != 3 else min(8, max(3, row.clip_len * row.num_clips))
+        return (1, segs, c, 64, 64)                                        # N, segments, C, H, W
     if row.family == "timesformer":     # positional / temporal embeddings fix the input size
         return (1, 1, 3, row.clip_len, row.input_size, row.input_size)
     if row.family == "c3d":     # fc6 fixes the input: the whole 16 x 112 x 112 clip
         return (1, 1, 3, row.clip_len, row.input_size, row.input_size)
-    return (1, 1, 3, 8, 64, 64)                                             # N, views, C, T, H, W
+    return (1, 1, c, 8, 64, 64)                                             # N, views, C, T, H, W
 
 
 # every zoo row of the registry (those with an mmaction2 1.x config and its parameter count):
