@@ -92,7 +92,7 @@ REF_SCRIPT = textwrap.dedent(r"""
         torch.manual_seed(1234 + i)
         cfg = Config.fromfile(config_path(cfg_name))
         cfg.model.backbone.pretrained = None
-        if cfg.model.backbone.type in ('ResNetTSM', 'ResNetTIN'):   # (TANet: torchvision init only)
+        if cfg.model.backbone.type in ('ResNetTSM', 'ResNetTIN', 'MobileNetV2TSM'):   # (TANet: torchvision init only)
             cfg.model.backbone.pretrained2d = False
         model = MODELS.build(cfg.model)
         model.init_weights()
