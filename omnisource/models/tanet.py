@@ -24,7 +24,7 @@ from torch import nn
 from omnisource.models.recognizers import Recognizer2D
 from omnisource.models.registry import Family, ModelPreset, register_family, register_presets
 from omnisource.models.resnet import Bottleneck, ResNet, imagenet_resnet_state
-from omnisource.models.tsm import TSMHead
+from omnisource.models.tsm import TSMHead, segment_group_input
 
 __all__ = ["TAM", "TABlock", "FAMILY", "ROWS"]
 
@@ -104,16 +104,13 @@ def _build(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: di
     return Recognizer2D(backbone, head, meta)
 
 
-def _example(model: nn.Module, n: int) -> torch.Tensor:
-    return torch.randn(n, int(model.meta["num_segments"]), int(model.meta.get("in_channels", 3)), 32, 32)
-
 
 FAMILY = register_family(Family(
     name="tanet", layout="2d", build=_build,
     overrides=frozenset({"num_segments", "tam_alpha", "tam_beta", "adaptive_kernel_size", "frozen_stages",
                          "norm_eval", "partial_bn"}),
     tiny={"base_channels": 8},
-    example_input=_example,
+    example_input=segment_group_input,
     pretrained_fresh=(r"\.tam\.",),
     pretrained_state=tanet_pretrained_state, inflate=False,
     doc="TANet: 2D ResNet-50 with temporal adaptive modules (mmaction2 TANet + TSMHead)",

@@ -25,7 +25,7 @@ from torch import nn
 from omnisource.models.recognizers import Recognizer2D
 from omnisource.models.registry import Family, ModelPreset, register_family, register_presets
 from omnisource.models.resnet import ResNet
-from omnisource.models.tsm import TSMHead, tsm_pretrained_state
+from omnisource.models.tsm import TSMHead, segment_group_input, tsm_pretrained_state
 
 __all__ = ["tin_shift", "linear_sampler", "TemporalInterlace", "FAMILY", "ROWS"]
 
@@ -178,15 +178,12 @@ def _build(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: di
     return Recognizer2D(backbone, head, meta)
 
 
-def _example(model: nn.Module, n: int) -> torch.Tensor:
-    return torch.randn(n, int(model.meta["num_segments"]), int(model.meta.get("in_channels", 3)), 32, 32)
-
 
 FAMILY = register_family(Family(
     name="tin", layout="2d", build=_build,
     overrides=frozenset({"num_segments", "shift_div", "frozen_stages", "norm_eval", "partial_bn"}),
     tiny={"base_channels": 16},
-    example_input=_example,
+    example_input=segment_group_input,
     pretrained_fresh=(r"\.net1\.",),
     pretrained_state=tin_pretrained_state, inflate=False,
     doc="TIN: 2D ResNet with learned, interpolated temporal shifts (mmaction2 ResNetTIN + TSMHead; "

@@ -25,6 +25,7 @@ from torch import nn
 from omnisource.models.recognizers import Recognizer2D
 from omnisource.models.registry import Family, ModelPreset, register_family, register_presets
 from omnisource.models.resnet import ResNet, imagenet_resnet_state
+from omnisource.models.tsm import segment_group_input
 
 __all__ = ["RelationModule", "RelationModuleMultiScale", "TRNHead", "FAMILY", "ROWS"]
 
@@ -117,15 +118,12 @@ def _build(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: di
     return Recognizer2D(backbone, head, meta)  # type: ignore[arg-type]
 
 
-def _example(model: nn.Module, n: int) -> torch.Tensor:
-    return torch.randn(n, int(model.meta["num_segments"]), int(model.meta.get("in_channels", 3)), 32, 32)
-
 
 FAMILY = register_family(Family(
     name="trn", layout="2d", build=_build,
     overrides=frozenset({"num_segments", "relation_type", "hidden_dim", "frozen_stages", "norm_eval", "partial_bn"}),
     tiny={"base_channels": 8, "hidden_dim": 16},
-    example_input=_example,
+    example_input=segment_group_input,
     pretrained_state=imagenet_resnet_state, inflate=False,
     doc="TRN: 2D ResNet + multi-scale temporal relation head (mmaction2 ResNet + TRNHead)",
 ))

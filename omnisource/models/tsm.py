@@ -32,7 +32,7 @@ from omnisource.models.recognizers import Recognizer2D
 from omnisource.models.registry import Family, ModelPreset, register_family, register_presets
 from omnisource.models.resnet import ResNet, imagenet_resnet_state
 
-__all__ = ["temporal_shift", "TemporalShift", "NL3DWrapper", "TSMHead", "FAMILY", "ROWS"]
+__all__ = ["temporal_shift", "TemporalShift", "NL3DWrapper", "TSMHead", "segment_group_input", "FAMILY", "ROWS"]
 
 
 def temporal_shift(x: torch.Tensor, num_segments: int, shift_div: int = 8) -> torch.Tensor:
@@ -179,7 +179,9 @@ def _build_mobilenet(preset: ModelPreset, num_classes: int, opts: dict[str, Any]
     return Recognizer2D(backbone, head, meta)
 
 
-def _example(model: nn.Module, n: int) -> torch.Tensor:
+def segment_group_input(model: nn.Module, n: int) -> torch.Tensor:
+    """Example input of families that mix a clip's segments (TSM, TIN, TRN, TANet): one group of
+    ``num_segments`` frames per sample."""
     return torch.randn(n, int(model.meta["num_segments"]), int(model.meta.get("in_channels", 3)), 32, 32)
 
 
@@ -188,7 +190,7 @@ FAMILY = register_family(Family(
     overrides=frozenset({"num_segments", "shift_div", "non_local", "non_local_mode", "frozen_stages",
                          "norm_eval", "partial_bn"}),
     tiny={"base_channels": 8},
-    example_input=_example,
+    example_input=segment_group_input,
     pretrained_fresh=(r"\.non_local_block\.",),
     pretrained_state=tsm_pretrained_state, inflate=False,
     doc="TSM: 2D ResNet with temporal shifts in the residual branch (mmaction2 ResNetTSM + TSMHead)",

@@ -196,6 +196,10 @@ def _into_open_section(cfg: dict, parts: list[str], value: Any) -> tuple[list[st
     return parts, value
 
 
+# "auto" or a number: checked on their own in load_run_settings
+AUTO_OR_NUMBER = {"filter.threshold", "untrimmed.pos_threshold"}
+
+
 def _type_name(v: Any) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string",
             list: "a list", dict: "a mapping"}.get(type(v), type(v).__name__)
@@ -207,7 +211,7 @@ def _check_types(cfg: dict, defaults: dict, prefix: str) -> None:
     three failed stages later."""
     for key, dv in defaults.items():
         dotted = f"{prefix}{key}"
-        if dotted in OPEN or key not in cfg or dv is None:
+        if dotted in OPEN or dotted in AUTO_OR_NUMBER or key not in cfg or dv is None:
             continue
         v = cfg[key]
         if isinstance(dv, dict):
@@ -256,14 +260,11 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
         sec, key = dotted.split(".")
         v = cfg[sec][key]
         if v == "auto" or (v is None and allow_null):
-            cfg[sec][key] = RUN_DEFAULTS[sec][key] if v == "auto" else v
+            pass
         elif isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
             raise ConfigError(f"{dotted} must be auto, {'null, ' if allow_null else ''}or a number "
                               f"in [0, 1], got {short(repr(v), 80)}")
-    saved = {d: cfg[d.split(".")[0]].pop(d.split(".")[1]) for d in ("filter.threshold", "untrimmed.pos_threshold")}
     _check_types(cfg, RUN_DEFAULTS, "")
-    for d, v in saved.items():
-        cfg[d.split(".")[0]][d.split(".")[1]] = v
     if not 0 < cfg["filter"]["holdout"] < 1:
         raise ConfigError(f"filter.holdout must be in (0, 1), got {cfg['filter']['holdout']}")
     if not 0 < cfg["filter"]["min_precision"] < 1:

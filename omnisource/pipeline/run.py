@@ -38,6 +38,7 @@ Both write ``results.json`` with the stage statuses first, and a rerun resumes w
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -591,7 +592,15 @@ class Pipeline:
         return float(cal.correctness(scores).mean()) if scores else None
 
     def _weights(self, sources: dict[str, Path]) -> dict[str, Any]:
-        """Batch size and loss weight of each auxiliary source of a joint run."""
+        """Batch size and loss weight of each auxiliary source of a joint run (computed once per
+        set of manifests: the stage identity, the training config and the results all ask)."""
+        key = tuple(sorted((k, str(v), _file_hash(v)) for k, v in sources.items()))
+        cache = self.__dict__.setdefault("_weights_cache", {})
+        if key not in cache:
+            cache[key] = self._compute_weights(sources)
+        return {k: copy.copy(w) for k, w in cache[key].items()}
+
+    def _compute_weights(self, sources: dict[str, Path]) -> dict[str, Any]:
         from omnisource.pipeline.source_weights import SourceStats, SourceWeight, auto_source_weights
 
         t = self.s.train
