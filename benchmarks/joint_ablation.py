@@ -81,11 +81,6 @@ def sweep(args: argparse.Namespace) -> list[dict[str, Any]]:
     key, _, values = args.sweep.partition("=")
     if not key or not values:
         raise SystemExit("--sweep expects key=v1,v2,...")
-    if args.sweep:
-        results = sweep(args)
-        if args.out:
-            Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-        return 0
     results = []
     for world in args.worlds:
         for seed in args.seeds:

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "flops": "flops",
     "fuse": "fuse",
     "probe": "probe",
+    "extract-audio": "extract_audio",
     "data": "data",              # data check, ...
     "queries": "queries",
     "ingest": "ingest",

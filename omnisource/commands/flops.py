@@ -103,11 +103,16 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"2D models take [N, S, 3, H, W]; got --input-shape {list(shape)}", file=args.target)
         if meta["layout"] == "3d" and len(shape) not in (5, 6):
             raise InputError(f"3D models take [N, 3, T, H, W]; got --input-shape {list(shape)}", file=args.target)
-        views = shape[0] * (shape[1] if meta["layout"] == "2d" or len(shape) == 6 else 1)
+        if meta["layout"] == "audio" and len(shape) not in (4, 5):
+            raise InputError(f"audio models take [N, 1, T, F]; got --input-shape {list(shape)}", file=args.target)
+        with_views = meta["layout"] == "2d" or len(shape) == 6 or (meta["layout"] == "audio" and len(shape) == 5)
+        views = shape[0] * (shape[1] if with_views else 1)
     elif meta["layout"] == "2d":
         # one frame, or one group of frames for models that mix segments (TSM / TIN shift across them)
         segs = int(meta.get("num_segments") or 1)
         shape, views = (1, segs, int(meta.get("in_channels", 3)), size, size), segs
+    elif meta["layout"] == "audio":   # one spectrogram clip: mmaction2's 128 frames x 80 mel bins
+        shape, views = (1, 1, int(meta.get("fixed_length", 128)), int(meta.get("num_mels", 80))), 1
     else:
         shape, views = (1, int(meta.get("in_channels", 3)), clip_len, size, size), 1
     try:

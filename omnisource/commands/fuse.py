@@ -4,8 +4,17 @@ Example (RGB + a second model, weighted 1:1.5)::
 
     omnisource fuse tsn.json slowonly.npy --weights 1 1.5 --ann data/k400/val_list.txt
 
+Two-stream fusion works the same way: RGB + optical flow, or RGB + audio (``omnisource test`` of
+an audio recipe on the list ``omnisource extract-audio`` wrote, which keeps the video list's order),
+e.g. ``omnisource fuse rgb.json audio.json --weights 1 1 --ann val_list.txt``: mmaction2's
+``report_accuracy.py`` rule, ``sum(w_i * scores_i) / sum(w_i)``.
+
 Inputs are ``omnisource test --out`` files (.json / .npy / .pkl of plain lists). Every file must
-list the same videos in the annotation file's order.
+list the same videos in the annotation file's order. A weighted average only means something when
+every input holds the same kind of score: each input is classified as probabilities (rows in
+[0, 1] summing to 1: ``--average-clips prob``, the zoo's default) or raw scores (logits:
+``--average-clips score``), and mixing the two prints a warning; ``--softmax`` turns every logit
+input into probabilities first (mmaction2's ``--apply-softmax``).
 """
 from __future__ import annotations
 
@@ -55,6 +64,23 @@ def load_scores(path: str | Path):
     return arr.astype(np.float64)
 
 
+def score_kind(arr) -> str:
+    """``'prob'`` when every row is a distribution (values in [0, 1] summing to 1), else
+    ``'logits'`` (raw class scores)."""
+    import numpy as np
+
+    if arr.size and arr.min() >= -1e-6 and arr.max() <= 1 + 1e-6 and np.allclose(arr.sum(axis=1), 1.0, atol=1e-3):
+        return "prob"
+    return "logits"
+
+
+def softmax(arr):
+    import numpy as np
+
+    e = np.exp(arr - arr.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 def fuse(arrays, weights=None):
 
     weights = list(weights or [1.0] * len(arrays))
@@ -72,13 +98,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ann", required=True, help="annotation list giving the labels (same order)")
     p.add_argument("--label-map", help="class names (for class-name labels in the list)")
     p.add_argument("--out", help="write the fused scores (.json | .npy | .pkl)")
+    p.add_argument("--softmax", action="store_true",
+                   help="turn inputs that hold raw scores (logits) into probabilities before fusing")
 
 
 def run(args: argparse.Namespace) -> int:
     from omnisource.data.annotations import load_annotations
     from omnisource.engine.metrics import evaluate_scores, format_metric
 
+    import sys
+
     arrays = [load_scores(p) for p in args.results]
+    kinds = [score_kind(a) for a in arrays]
+    if args.softmax:
+        arrays = [softmax(a) if k == "logits" else a for a, k in zip(arrays, kinds)]
+    elif len(set(kinds)) > 1:
+        desc = ", ".join(f"{p}: {'probabilities' if k == 'prob' else 'logits'}" for p, k in zip(args.results, kinds))
+        print(f"warning: the inputs mix probabilities and raw scores (logits) ({desc}); their weighted average "
+              "weighs the logit input by its scale, not by --weights. Re-run `omnisource test` with the same "
+              "--average-clips for every input, or pass --softmax.", file=sys.stderr)
     fused = fuse(arrays, args.weights)
     samples = load_annotations(args.ann, label_map=args.label_map)
     labels = [s.label for s in samples]

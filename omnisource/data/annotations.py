@@ -8,6 +8,8 @@ mmaction2 reads them (whitespace separated, first field the path relative to the
 ``image``           ``path [label ...]``                      (same syntax, the path is an image)
 ``rawframes``       ``frame_dir total_frames [label ...]``    (RawframeDataset)
                     ``frame_dir offset total_frames [label ...]``   (``with_offset=True``)
+``audio``           ``features.npy total_frames [label ...]`` (AudioDataset: log-mel spectrograms,
+                    ``total_frames`` of the video they come from)
 ``untrimmed``       ``video_dir label num_clips [pos_clip_ind ...]`` (0.x RawVideoDataset, OmniSource)
 ``untrimmed_json``  ``[{"video_dir", "label", "num_clips", "positive_clip_inds"}, ...]``
 ``manifest``        JSONL, one :class:`ManifestRecord` per line (schema below)
@@ -68,12 +70,13 @@ from omnisource.utils.io import atomic_open
 logger = logging.getLogger("omnisource.data.annotations")
 
 SCHEMA_VERSION = 1
-FORMATS = ("video", "rawframes", "image", "untrimmed", "untrimmed_json", "manifest")
+FORMATS = ("video", "rawframes", "image", "audio", "untrimmed", "untrimmed_json", "manifest")
 MANIFEST_KINDS = ("image", "video", "untrimmed")
 
 VIDEO_EXTS = frozenset(
     ".mp4 .avi .mkv .webm .mov .m4v .mpg .mpeg .flv .wmv .3gp .ogv .ts .mts .m2ts .gif .vob".split())
 IMAGE_EXTS = frozenset(".jpg .jpeg .png .bmp .webp .tif .tiff .ppm .pgm .jfif .mpo".split())
+AUDIO_EXTS = frozenset({".npy"})     # spectrogram features (omnisource extract-audio, mmaction2's tool)
 
 
 class DuplicateEntryWarning(UserWarning):
@@ -352,7 +355,7 @@ def detect_format(path: str | Path, data_root: str | Path | None = None) -> str:
 
     1. first non-blank character ``{`` -> ``manifest`` (JSONL); ``[`` -> ``untrimmed_json``.
     2. text lists (first 200 rows): every field after the path must be an integer.
-    3. every path has an image extension -> ``image``.
+    3. every path has an image extension -> ``image``; every path a ``.npy`` -> ``audio``.
     4. ``data_root`` given and a listed path exists there: a file -> ``video`` (``image`` for
        image extensions); a folder holding ``part_0.*`` style clips -> ``untrimmed``; another
        folder -> ``rawframes``.
@@ -384,6 +387,8 @@ def detect_format(path: str | Path, data_root: str | Path | None = None) -> str:
     exts = {_ext(f[0]) for _, f in rows}
     if exts and exts <= IMAGE_EXTS:
         return "image"
+    if exts and exts <= AUDIO_EXTS:
+        return "audio"
     if data_root is not None:
         guess = _detect_from_root(rows, Path(data_root))
         if guess is not None:
@@ -447,6 +452,8 @@ def load_annotations(path: str | Path, format: str | None = None, label_map: Seq
         samples = _load_video_like(path, format, multi_label)
     elif format == "rawframes":
         samples = _load_rawframes(path, with_offset, multi_label)
+    elif format == "audio":
+        samples = [dataclasses.replace(s, kind="audio") for s in _load_rawframes(path, False, multi_label)]
     elif format == "untrimmed":
         samples = _load_untrimmed_txt(path)
     elif format == "untrimmed_json":
@@ -708,7 +715,7 @@ def write_annotations(path: str | Path, samples: Iterable[Sample | ManifestRecor
         p = _check_writable_path(s.path, path, i)
         if format in ("video", "image"):
             toks = [p, *_label_tokens(s.label)]
-        elif format == "rawframes":
+        elif format in ("rawframes", "audio"):
             if s.total_frames is None:
                 raise InputError(f"sample {i} ({s.path}) has no total_frames", path)
             labels = _label_tokens(s.label) or (["-1"] if with_offset else [])

@@ -716,6 +716,10 @@ def build_dataset(ann_file: str | Path, data_root: str | Path, preset: Any, test
         cls, allowed = RawframeDataset, ("filename_tmpl", "start_index")
     elif fmt == "image":
         cls, allowed = ImageDataset, ("inflate",)
+    elif fmt == "audio":
+        from omnisource.data.audio import AudioFeatureDataset   # imports this module
+
+        cls, allowed = AudioFeatureDataset, ()
     elif fmt in ("untrimmed", "untrimmed_json"):
         cls, allowed = UntrimmedClipDataset, ("clipname_tmpl", "sampling_strategy")
     else:

@@ -115,6 +115,7 @@ class PresetSpec:
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     modality: str = "rgb"            # 'rgb' | 'flow' (2-channel x / y frames; 2D clips stacked into channels)
+    fixed_length: int = 128          # layout 'audio': spectrogram rows per clip (mmaction2 AudioFeatureSelector)
 
     @property
     def test_mode(self) -> bool:
@@ -279,6 +280,10 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     "trn_sthv1_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="three",
                                num_fixed_crops=13, flip_label_map=STHV1_FLIP_LABEL_MAP,
                                test=dict(twice_sample=True)),
+    # TPN on TSM-R50 (tpn-tsm_imagenet-pretrained-r50_8xb8-1x1x8-150e_sthv1): RandomResizedCrop
+    # then 224x224, V1's label swaps on flips; test twice-sampled segments x ThreeCrop 256
+    "tpn_tsm_sthv1_1x1x8": _family("2d", 1, 1, 8, "rrc", val_clips=8, test_clips=8, test_crop="three",
+                                   flip_label_map=STHV1_FLIP_LABEL_MAP, test=dict(twice_sample=True)),
     # TANet (tanet_imagenet-pretrained-r50_...): blue mean 103.5 as its model config; dense
     # Kinetics clips test on ThreeCrop 256; Something-Something V1 as TRN's, 8 or 16 segments
     "tanet_dense_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="three",
@@ -294,6 +299,9 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     # here: short side 256 + RandomCrop 224 (RandomRescale is not one of our transforms yet)
     "timesformer_8x32x1": _family("3d", 8, 32, 1, "random", val_clips=1, test_clips=1, test_crop="three",
                                   mean=(127.5,) * 3, std=(127.5,) * 3, test=dict(scale=224, test_crop_size="scale")),
+    # audio log-mel features (tsn_r18_8xb320-64x1x1-100e / audioonly_r50_8xb160-64x1x1-100e
+    # _kinetics400-audio-feature): a 64-frame video clip's span of the spectrogram, 128 x 80
+    "audio_feature_64x1x1": _family("audio", 64, 1, 1, "none", val_clips=1, test_clips=1, test_crop="none"),
     # optical flow (x / y JPEG pairs, mean = std = 128): TSN 5x1x3 stacks each segment's 5 frames
     # into 10 channels (tsn_imagenet-pretrained-r50_8xb32_5x1x3-110e_kinetics400-flow); SlowOnly
     # 16x4x1 feeds 2-channel clips, 2 val clips (slowonly_r50_8xb16-16x4x1-256e_kinetics400-flow)
@@ -423,8 +431,12 @@ def _test_crop_side(spec: PresetSpec) -> int:
 
 def build_preset(spec: PresetSpec, name: str = "custom") -> Preset:
     """Turn a :class:`PresetSpec` into a :class:`Preset` (validates every field)."""
+    if spec.layout == "audio":           # spectrogram windows: a sampler, no image transforms
+        from omnisource.data.audio import build_audio_preset
+
+        return build_audio_preset(spec, name)  # type: ignore[return-value]
     if spec.layout not in ("2d", "3d"):
-        raise ConfigError(f"layout must be '2d' or '3d', got {spec.layout!r}")
+        raise ConfigError(f"layout must be '2d', '3d' or 'audio', got {spec.layout!r}")
     if spec.modality not in ("rgb", "flow"):
         raise ConfigError(f"modality must be 'rgb' or 'flow', got {spec.modality!r}")
     if spec.mode not in _MODES:

@@ -34,6 +34,8 @@ def gmacs(name: str) -> float:
             x = torch.zeros(1, r.num_clips, c, s, s)
         elif get_family(r.family).layout == "3d":
             x = torch.zeros(1, 1, c, r.clip_len, s, s)
+        elif get_family(r.family).layout == "audio":     # one clip of mmaction2's spectrogram window
+            x = torch.zeros(1, 1, c, int(m.meta["fixed_length"]), int(m.meta["num_mels"]))
         else:
             x = example_input(m, 1).to("meta")
         counter = FlopCounterMode(display=False)

@@ -11,8 +11,12 @@ The auxiliary head (``neck.aux_head``: strided 1x3x3 conv + BN + ReLU, pool, dro
 res4; :meth:`TPNRecognizer.forward` with a ``loss_fn`` returns ``loss_cls`` and ``loss_aux``
 (weight 0.5, mmaction2's), so the trainer adds and logs both. Keys equal mmaction2's.
 
-Not here yet: the TSM-R50 TPN row (``tpn-tsm_..._sthv1``: a 2D backbone whose neck needs the
-segments folded back into time).
+Family ``tpn_tsm``, input contract ``'2d'`` (``tpn-tsm_..._sthv1``): the same neck on a TSM-R50
+(``ResNetTSM`` with ``out_indices=(2, 3)``): the frames of each group of ``num_segments`` go
+through the shifted 2D ResNet, res4 and res5 are folded back into ``[views, C, segments, h, w]``
+(mmaction2's Recognizer2D with a neck) and the neck pools time by 8, so each view gets one score
+row, as mmaction2's ``fcn_test`` gives at test time (its 2D head is the pooled fc, ``new_cls``
+being ``fc_cls`` as a 1x1x1 convolution).
 """
 from __future__ import annotations
 
@@ -23,12 +27,13 @@ from torch import nn
 
 from omnisource.models.heads import I3DHead
 from omnisource.models.layers import ConvBN
-from omnisource.models.recognizers import LossFn, Recognizer3D
+from omnisource.models.recognizers import LossFn, Recognizer2D, Recognizer3D
 from omnisource.models.registry import Family, ModelPreset, register_family, register_presets
-from omnisource.models.resnet import imagenet_resnet_state
+from omnisource.models.resnet import ResNet, imagenet_resnet_state
 from omnisource.models.resnet3d import ResNet3d
+from omnisource.models.tsm import make_tsm, segment_group_input, tsm_pretrained_state
 
-__all__ = ["TPN", "TPNRecognizer", "FAMILY", "ROWS"]
+__all__ = ["TPN", "TPNRecognizer", "TPNTSMRecognizer", "FAMILY", "FAMILY_TSM", "ROWS"]
 
 
 class DownSample(nn.Module):
@@ -177,6 +182,71 @@ class TPNRecognizer(Recognizer3D):
         return {"loss_cls": loss_fn(scores, "cls"), "loss_aux": self.neck.aux_head.loss_weight * loss_fn(aux, "aux")}
 
 
+class _ResNetRes45(ResNet):
+    """2D ResNet returning res4 and res5 (mmaction2 ``ResNetTSM(out_indices=(2, 3))``)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        x = self.maxpool(self.conv1(x))
+        outs = []
+        for name in self.res_layers:
+            x = getattr(self, name)(x)
+            outs.append(x)
+        return outs[2], outs[3]
+
+
+class TPNTSMRecognizer(Recognizer2D):
+    """TSM backbone per frame -> segments folded into time -> TPN neck -> pooled fc, one row per view."""
+
+    def __init__(self, backbone: nn.Module, neck: TPN, cls_head: I3DHead, meta: dict[str, Any]) -> None:
+        super().__init__(backbone, cls_head, meta)   # type: ignore[arg-type]
+        self.neck = neck
+
+    def _pyramid_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
+        n, s = x.shape[:2]
+        segs = int(self.meta["num_segments"])
+        if s % segs:
+            raise ValueError(f"TPN-TSM needs whole groups of {segs} frames, got {s}")
+        feats = self.backbone(x.reshape((n * s,) + x.shape[2:]))
+        return tuple(f.reshape((-1, segs) + f.shape[1:]).transpose(1, 2).contiguous() for f in feats)  # type: ignore
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, V*segments, 3, H, W]`` -> raw scores ``[N*V, num_classes]``."""
+        return self.cls_head(self.neck(self._pyramid_inputs(x)))
+
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:                     # single images (de-duplication): the res5 map, pooled
+            return self.backbone(x)[1].mean(dim=(2, 3))
+        return self.cls_head.pool(self.neck(self._pyramid_inputs(x)))
+
+    def forward(self, x: torch.Tensor, loss_fn: LossFn | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
+        if loss_fn is None:
+            return self.predict(x)
+        feats = self._pyramid_inputs(x)
+        scores = self.cls_head(self.neck(feats))
+        aux = self.neck.aux_head(feats[-2])
+        return {"loss_cls": loss_fn(scores, "cls"), "loss_aux": self.neck.aux_head.loss_weight * loss_fn(aux, "aux")}
+
+
+def _build_tsm(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
+    depth = int(opts.pop("depth", preset.depth or 50))
+    dropout = float(opts.pop("dropout", preset.dropout))
+    init_std = float(opts.pop("init_std", preset.init_std))
+    base_channels = int(opts.pop("base_channels", 64))
+    in_channels = int(opts.pop("in_channels", 3))
+    aux_weight = float(opts.pop("aux_loss_weight", 0.5))
+    segs = int(opts.pop("num_segments", preset.num_clips))
+    shift_div = int(opts.pop("shift_div", 8))
+    backbone = make_tsm(_ResNetRes45(depth=depth, base_channels=base_channels, in_channels=in_channels, **opts),
+                        segs, shift_div)
+    c5 = backbone.feat_dim
+    neck = TPN((c5 // 2, c5), c5 // 2, num_classes, aux_weight=aux_weight)   # time pooled by 8, as the config
+    head = I3DHead(num_classes, 2048, dropout=dropout, init_std=init_std)
+    meta.update(depth=depth, base_channels=base_channels, in_channels=in_channels, dropout=dropout,
+                num_segments=segs, shift_div=shift_div)
+    return TPNTSMRecognizer(backbone, neck, head, meta)
+
+
 def _build(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: dict[str, Any]) -> nn.Module:
     depth = int(opts.pop("depth", preset.depth or 50))
     dropout = float(opts.pop("dropout", preset.dropout))
@@ -206,6 +276,17 @@ FAMILY = register_family(Family(
 ))
 
 
+FAMILY_TSM = register_family(Family(
+    name="tpn_tsm", layout="2d", build=_build_tsm,
+    overrides=frozenset({"aux_loss_weight", "num_segments", "shift_div", "frozen_stages", "norm_eval",
+                         "partial_bn"}),
+    tiny={"base_channels": 16},
+    example_input=segment_group_input,
+    pretrained_state=tsm_pretrained_state, inflate=False,
+    doc="TPN on TSM-R50: the temporal pyramid neck over the segments of a shifted 2D ResNet",
+))
+
+
 def _row(name: str, mm: str, imagenet: bool, doc: str) -> ModelPreset:
     return ModelPreset(name=name, family="tpn", depth=50, num_classes=400, dataset="kinetics400", clip_len=8,
                        frame_interval=8, num_clips=1, epochs=150, train_preset="slowonly_8x8x1_train",
@@ -220,4 +301,10 @@ ROWS = register_presets([
          "TPN on SlowOnly-R50 8x8, ImageNet-inflated, Kinetics-400"),
     _row("tpn_slowonly_r50_8x8x1_150e_kinetics_rgb", "tpn-slowonly_r50_8xb8-8x8x1-150e_kinetics400-rgb", False,
          "TPN on SlowOnly-R50 8x8, from scratch, Kinetics-400"),
+    ModelPreset(name="tpn_tsm_r50_1x1x8_150e_sthv1_rgb", family="tpn_tsm", depth=50, num_classes=174,
+                dataset="sthv1", clip_len=1, frame_interval=1, num_clips=8, epochs=150,
+                train_preset="tpn_tsm_sthv1_1x1x8_train", test_preset="tpn_tsm_sthv1_1x1x8_test",
+                mmaction2_configs=("tpn-tsm_imagenet-pretrained-r50_8xb8-1x1x8-150e_sthv1-rgb",),
+                imagenet_pretrained=True, dropout=0.5, init_std=0.01, params=82_445_724,
+                doc="TPN on TSM-R50, 8 segments, Something-Something V1 (flip swaps left/right classes)"),
 ])

@@ -30,11 +30,18 @@ def test_required_presets_exist():
 @pytest.mark.parametrize("name", list_presets())
 def test_every_preset_produces_its_layout(name):
     p = get_preset(name, **SMALL)
-    assert isinstance(p, Preset) and p.name == name
     rng = np.random.default_rng(0)
     inds = p.sample(120, rng)
     assert len(inds) == p.frames_per_sample
     assert inds.min() >= 0 and inds.max() < 120
+    assert p.test_mode == (not name.endswith("_train"))
+    if p.layout == "audio":                   # spectrogram windows of the sampled video frames
+        from omnisource.data.audio import AudioPreset
+
+        x = p(np.random.default_rng(1).random((300, 80), dtype=np.float32), inds, 120)
+        assert isinstance(p, AudioPreset) and x.shape == (p.num_clips, 1, p.fixed_length, 80)
+        return
+    assert isinstance(p, Preset) and p.name == name
     flow = p.spec.modality == "flow"
     frames = _frames(len(inds))
     if flow:                                  # optical flow: x / y channels

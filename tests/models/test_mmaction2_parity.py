@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.mmaction2, pytest.mark.skipif(not REF_PY.exists(), rea
 def _case_shape(name: str) -> tuple[int, ...]:
     """A small input of the row's declared contract (spatial 64, at most 8 frames)."""
     row = get_model_preset(name)
-    if row.family in ("tsm", "tin", "trn", "tanet"):     # whole groups of num_segments frames
+    if row.family in ("tsm", "tin", "trn", "tanet", "tpn_tsm"):   # whole groups of num_segments frames
         return (1, row.num_clips, 3, 64, 64)
     c = int(row.model.get("in_channels", 3))                                # flow rows: 10 / 2
     if row.layout == "2d":

@@ -250,3 +250,29 @@ def test_tpn_adds_its_auxiliary_head_loss_in_training():
     sum(losses.values()).backward()
     assert aux.fc.weight.grad is not None and aux.fc.weight.grad.abs().sum() > 0
     assert model(x).shape == (2, 5)
+
+
+def test_tpn_tsm_folds_segments_into_time_and_adds_the_auxiliary_loss():
+    """TPN on TSM: each group of num_segments frames becomes one [C, T, h, w] pyramid input (so two
+    views give two score rows, each equal to scoring that view alone), and training adds the res4
+    head's loss as the SlowOnly TPN does."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = _tiny("tpn_tsm_r50_1x1x8_150e_sthv1_rgb").eval()
+    segs = model.meta["num_segments"]
+    x = torch.randn(1, 2 * segs, 3, 32, 32)                        # one video, two views
+    with torch.no_grad():
+        both = model(x)
+        first, second = model(x[:, :segs]), model(x[:, segs:])
+    assert both.shape == (2, 5)
+    assert torch.allclose(both[0], first[0], atol=1e-5) and torch.allclose(both[1], second[0], atol=1e-5)
+    with pytest.raises(ValueError, match="whole groups"):
+        model(x[:, :segs - 1])
+    model.train()
+    y = torch.tensor([1, 3])
+    xt = torch.randn(2, segs, 3, 32, 32)
+    losses = model(xt, loss_fn=lambda s, w: F.cross_entropy(s, y))
+    assert set(losses) == {"loss_cls", "loss_aux"}
+    sum(losses.values()).backward()
+    assert model.neck.aux_head.fc.weight.grad.abs().sum() > 0
