@@ -16,8 +16,13 @@ does both from the video file, with the same numbers:
 
 Why our own STFT and mel bank instead of librosa + lws: they are 20 lines of numpy, while the
 two packages bring numba / llvmlite and a C++ build into every install; the resampler is the one
-difference (libswresample's filter instead of soxr's), which changes the features by far less
-than the recording's own noise. PyAV is already the video decoder.
+difference (libswresample's filter instead of soxr's). PyAV is already the video decoder.
+
+Checked once against the real thing (librosa 0.11 + lws 1.2.8 in a separate venv, mmaction2's
+``AudioTools`` calls, on ``tests/data/test.avi`` of mmaction2, 6.56 s of 44.1 kHz mp3): on the same
+16 kHz signal the features agree to 6e-8 (float32 rounding; same 411 x 80 shape); with each side's
+own resampler (librosa's soxr_hq vs libswresample) the mean absolute difference is 3e-4 and the
+largest 0.026, against a feature standard deviation of 0.14.
 """
 from __future__ import annotations
 
