@@ -254,6 +254,8 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     # Kinetics' crops, and a flip that swaps the left/right classes (mmaction2's sthv2_flip_label_map)
     "tsn_sthv2_1x1x8": _tsn(8, flip_label_map=STHV2_FLIP_LABEL_MAP),
     "tsn_sthv2_1x1x16": _tsn(16, flip_label_map=STHV2_FLIP_LABEL_MAP, train=dict(num_fixed_crops=13)),
+    # TSN DenseNet-161 (tsn_imagenet-pretrained-dense161_8xb32-1x1x3-100e): RandomResizedCrop training
+    "tsn_rrc_1x1x3": _family("2d", 1, 1, 3, "rrc", val_clips=3, test_clips=25, test_crop="ten"),
     # TSN with dense training clips (tsn_..._dense-1x1x5-100e): test 25 clips, centre crop
     "tsn_dense_1x1x5": _family("2d", 1, 1, 5, "msc", val_clips=5, test_clips=25,
                                test_crop="center", train=dict(sampler="dense")),

@@ -34,6 +34,7 @@ from omnisource.models.registry import (
     get_model_preset,
     list_families,
     list_models,
+    missing_requirements,
     preset_module,
     register_family,
     register_presets,
@@ -44,7 +45,7 @@ from omnisource.models.resnet import ResNet
 # the family modules (each registers its family and its zoo rows), then the demo's tiny rows
 FAMILY_MODULES = ("omnisource.models.tsn", "omnisource.models.tsm", "omnisource.models.tin", "omnisource.models.trn", "omnisource.models.tanet", "omnisource.models.resnet3d", "omnisource.models.slowfast",
                   "omnisource.models.r2plus1d", "omnisource.models.csn", "omnisource.models.c3d",
-                  "omnisource.models.x3d", "omnisource.models.timesformer", "omnisource.models.tpn", "omnisource.models.audio",
+                  "omnisource.models.x3d", "omnisource.models.timesformer", "omnisource.models.tpn", "omnisource.models.audio", "omnisource.models.tsn_custom", "omnisource.models.tsn_timm",
                   "omnisource.models.tiny")
 for _mod in FAMILY_MODULES:
     importlib.import_module(_mod)
@@ -54,6 +55,7 @@ from omnisource.models.resnet3d import ARCHS_3D, Arch3D, ResNet3d  # noqa: E402
 __all__ = [
     "create_model", "list_models", "list_families", "load_checkpoint", "get_model_preset", "get_family",
     "register_family", "register_presets", "resolve_name", "preset_module", "family_of", "example_input",
+    "missing_requirements",
     "Family", "ModelPreset", "LoadReport", "load_pretrained_backbone", "read_checkpoint_file",
     "extract_state_dict", "ResNet", "ResNet3d", "Arch3D", "ARCHS_3D", "TSNHead", "I3DHead",
     "Recognizer2D", "Recognizer3D", "FAMILY_MODULES",

@@ -75,8 +75,10 @@ def presets_table() -> str:
         rate = (f"{sp['train']:.3g} / {sp['infer']:.3g} ({sp['ref_train']:.3g} / {sp['ref_infer']:.3g})"
                 + (f"; bf16 {sp['bf16_train']:.3g} / {sp['bf16_infer']:.3g}" if sp.get("bf16_train") else "")
                 if sp else "-")
+        # rows of an optional extra: not built here, so the page is the same with or without it
+        macs = f"({', '.join(fam.requires)})" if fam.requires else f"{gmacs(n):.1f}"
         lines.append(f"| `{n}` | {fam.name} | {fam.layout} | {r.num_classes} | {sampling} | "
-                     f"{'yes' if r.imagenet_pretrained else 'no'} | {params} | {gmacs(n):.1f} | {rate} | {mm} | "
+                     f"{'yes' if r.imagenet_pretrained else 'no'} | {params} | {macs} | {rate} | {mm} | "
                      f"`{r.module}` |")
     cpus = sorted({v["cpu"] for v in speed.values()})
     lines += ["", "GMACs: one view at the row's input size (3D: one clip of `clip_len` frames; 2D: its "

@@ -117,6 +117,8 @@ class Family:
     # regexes of backbone keys a pretrained (ImageNet) file does not have and that keep their fresh
     # initialisation (TimeSformer's time embedding, TIN's offset nets, TANet's TAMs, non-local blocks)
     pretrained_fresh: tuple[str, ...] = ()
+    # importable modules the family needs beyond the default install (an optional extra, e.g. timm)
+    requires: tuple[str, ...] = ()
     doc: str = ""
     module: str = ""
 
@@ -209,6 +211,15 @@ def preset_module(name: str) -> str:
     return _PRESETS[resolve_name(name)].module
 
 
+def missing_requirements(name: str) -> list[str]:
+    """Modules that the family of model ``name`` (or family ``name``) needs and that cannot be
+    imported here (an optional extra not installed): tests and docs skip those rows."""
+    import importlib.util
+
+    fam = _FAMILIES[name] if name in _FAMILIES else get_family(_PRESETS[resolve_name(name)].family)
+    return [m for m in fam.requires if importlib.util.find_spec(m) is None]
+
+
 def family_of(model: nn.Module) -> Family | None:
     """The family a built recognizer came from (``model.meta['family']``), or None."""
     name = (getattr(model, "meta", None) or {}).get("family")
@@ -253,6 +264,10 @@ def create_model(name: str, num_classes: int | None = None, **overrides: Any) ->
     preset = get_model_preset(name)
     fam = get_family(preset.family)
     _check_overrides(fam, preset, overrides)
+    missing = missing_requirements(fam.name)
+    if missing:
+        raise ConfigError(f"model {preset.name} needs {', '.join(missing)}, which is not installed "
+                          f"(pip install 'omnisource[{missing[0]}]')")
     opts = {**preset.model, **{k: v for k, v in overrides.items() if v is not None}}
     if "num_classes" in opts:  # tolerated when passed through **overrides by configs
         num_classes = opts.pop("num_classes") if num_classes is None else num_classes
