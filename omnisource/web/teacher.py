@@ -121,6 +121,7 @@ class View:
     clip_len: int = 1             # 3D teacher on videos
     frame_interval: int = 1
     clips: int = 1
+    group: int = 1                # 2D teachers that mix segments (TSM, TIN, TRN, TANet, TPN-TSM): frames per group
 
     @property
     def short_side(self) -> int:
@@ -145,6 +146,10 @@ class View:
         """uint8 crops -> model input: 2D ``[S, 3, H, W]``; 3D ``[V, 3, T, H, W]``."""
         x = F.to_input(crops, self.mean, self.std)            # [F, 3, H, W]
         if self.layout == "2d":
+            if self.group > 1 and len(x) % self.group:
+                # a still image for a segment-mixing teacher: a still clip of one group (as the
+                # image -> pseudo-clip of training), so the shifts / relations see whole groups
+                x = np.repeat(x, -(-self.group // len(x)), axis=0)[:self.group * max(1, len(x) // self.group)]
             return x
         t = self.clip_len
         x = x.reshape(-1, t, 3, self.input_size, self.input_size)  # [V, T, 3, H, W]
@@ -159,8 +164,10 @@ def view_for(model: Any, segments: int = 8, clips: int = 1) -> View:
     mean, std, size = F.model_norm(model)
     meta = getattr(model, "meta", {}) or {}
     layout = meta.get("layout", "2d")
+    group = int(meta.get("num_segments") or 1) if layout == "2d" else 1
+    segments = -(-int(segments) // group) * group          # whole groups of a segment-mixing teacher
     return View(layout=layout, input_size=size, mean=tuple(float(m) for m in mean),
-                std=tuple(float(s) for s in std), segments=int(segments),
+                std=tuple(float(s) for s in std), segments=int(segments), group=group,
                 clip_len=int(meta.get("clip_len", 1)) if layout == "3d" else 1,
                 frame_interval=int(meta.get("frame_interval", 1)) if layout == "3d" else 1,
                 clips=int(clips))
