@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "fuse": "fuse",
     "probe": "probe",
     "extract-audio": "extract_audio",
+    "prepare": "prepare",
     "data": "data",              # data check, ...
     "queries": "queries",
     "ingest": "ingest",
