@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "probe": "probe",
     "extract-audio": "extract_audio",
     "prepare": "prepare",
+    "zoo": "zoo",
     "data": "data",              # data check, ...
     "queries": "queries",
     "ingest": "ingest",
@@ -145,6 +146,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as err:
         return _interrupted(args.command, err)
+    except BrokenPipeError:
+        # the reader of our output went away (`omnisource zoo list | head`): not an error of ours;
+        # point stdout at /dev/null so the interpreter's final flush does not raise again
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:
         # an interrupt that landed inside a library call which then failed while unwinding
         # (torch.save's zip writer raises "unexpected pos" when its write is cut): still an

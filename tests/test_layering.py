@@ -23,6 +23,8 @@ FORBIDDEN = {   # package -> floors it must never import
                           "omnisource.cli", "omnisource.data"),
     "omnisource.engine": ("omnisource.web", "omnisource.pipeline", "omnisource.commands", "omnisource.cli"),
     "omnisource.web": ("omnisource.pipeline", "omnisource.commands", "omnisource.cli"),
+    "omnisource.zoo": ("omnisource.engine", "omnisource.web", "omnisource.pipeline", "omnisource.commands",
+                       "omnisource.cli"),
     "omnisource.utils": ("omnisource.models", "omnisource.engine", "omnisource.web", "omnisource.pipeline",
                          "omnisource.commands", "omnisource.cli"),
 }
