@@ -74,6 +74,12 @@ RUN_DEFAULTS: dict[str, Any] = {
         # share of each class's training samples held out to calibrate the teachers (auto
         # thresholds and auto source weights); calibration teachers train on the rest
         "holdout": 0.25,
+        # held-out source check: per source, a student trained on the calibration split (the
+        # training set minus the held-out share) + that source, scored on the held-out share
+        # against the same network without it; a source that lowers held-out top-1 by more than
+        # one standard error gets half its loss weight, by more than two none (reported either way).
+        # Costs one training per source + one; never looks at the validation set
+        "source_check": False,
         "top_fraction_per_class": 0.5,  # keep the most confident share of each query class
         "agree": True,            # teacher argmax must equal the query class
         "soft_labels": "none",    # none | dense: teacher probabilities as soft targets

@@ -321,6 +321,12 @@ class Pipeline:
         # training runs on auxiliary data
         filtered = {s: self._filtered_manifest(s) for s in sources_present}
         filtered = {s: m for s, m in filtered.items() if m is not None}
+        if filtered and self.s.filter.source_check and self.ok("calibrate") \
+                and self.stages["calibrate"].result.get("calibrations"):
+            self.stage("source-check", {**base_ident, "holdout": float(self.s.filter.holdout),
+                                        "sources": {k: [str(v), _file_hash(v)] for k, v in filtered.items()},
+                                        "source_cfg": dict(self.s.sources), "rule": "se v1"},
+                       lambda d: self._source_check(d, filtered), needs=("calibrate",))
         runs: list[tuple[str, dict[str, Path]]] = []
         if filtered:
             runs.append(("student", filtered))
@@ -594,11 +600,55 @@ class Pipeline:
     def _weights(self, sources: dict[str, Path]) -> dict[str, Any]:
         """Batch size and loss weight of each auxiliary source of a joint run (computed once per
         set of manifests: the stage identity, the training config and the results all ask)."""
-        key = tuple(sorted((k, str(v), _file_hash(v)) for k, v in sources.items()))
+        checked = self.ok("source-check")
+        key = tuple(sorted((k, str(v), _file_hash(v)) for k, v in sources.items())) + (checked,)
         cache = self.__dict__.setdefault("_weights_cache", {})
         if key not in cache:
             cache[key] = self._compute_weights(sources)
+            if checked:          # the held-out source check's verdicts (see _source_check)
+                verdicts = self.stages["source-check"].result.get("factors", {})
+                for src, w in cache[key].items():
+                    f, why = verdicts.get(src, (1.0, ""))
+                    if f < 1.0:
+                        w.loss_weight *= f
+                        if f == 0.0:
+                            w.batch_size = 0
+                        w.reason = f"{w.reason}; {why}"
         return {k: copy.copy(w) for k, w in cache[key].items()}
+
+    def _source_check(self, sdir: Path, filtered: dict[str, Path]) -> dict[str, Any]:
+        """Per source: the student's network trained on the calibration split with and without the
+        source, scored on the held-out split of the training set (never the validation set)."""
+        from omnisource.data.annotations import detect_format, load_annotations, write_annotations
+        from omnisource.pipeline.source_weights import check_factor
+        from omnisource.web.calibration import stratified_holdout
+
+        p = self.paths()
+        fmt = detect_format(p["train"], data_root=p["target_root"])
+        rows = load_annotations(p["train"], format=fmt, data_root=p["target_root"])
+        held = stratified_holdout([int(r.label) for r in rows], float(self.s.filter.holdout),  # type: ignore[arg-type]
+                                  int(self.s.seed))
+        fit_list, held_list = sdir / "fit.txt", sdir / "held.txt"
+        write_annotations(fit_list, [r for r, h in zip(rows, held) if not h], fmt)
+        write_annotations(held_list, [r for r, h in zip(rows, held) if h], fmt)
+        n = int(sum(held))
+
+        def held_top1(res: dict[str, Any]) -> float:
+            m = evaluate_checkpoint(res["config"], res["checkpoint"], held_list, p["target_root"],
+                                    self.s.presets.test, dict(self.s.presets.overrides), p["label_map"])
+            return float(m.get("top1_acc") or 0.0)
+
+        base = held_top1(self._train_run(sdir / "without", "check-without", [], train_list=fit_list))
+        out: dict[str, Any] = {"held_out": n, "without": base, "with": {}, "factors": {}}
+        self.say(f"  source check: {n} held-out training samples, top-1 without web data {100 * base:.1f}%")
+        for src, manifest in filtered.items():
+            acc = held_top1(self._train_run(sdir / f"with-{src}", f"check-{src}", {src: manifest},
+                                            train_list=fit_list))
+            f, why = check_factor(round(base * n), round(acc * n), n)
+            out["with"][src] = acc
+            out["factors"][src] = [f, why]
+            self.say(f"  source check {src}: {why}")
+        return out
 
     def _compute_weights(self, sources: dict[str, Path]) -> dict[str, Any]:
         from omnisource.pipeline.source_weights import SourceStats, SourceWeight, auto_source_weights
@@ -837,6 +887,10 @@ class Pipeline:
         if base and unf and base["top1"] is not None and unf["top1"] is not None:
             res["unfiltered_gain_top1"] = unf["top1"] - base["top1"]
         res.update(source_ablations(rows, filt, base_run))
+        if self.ok("source-check"):
+            chk = self.stages["source-check"].result
+            res["source_check"] = {"held_out": chk["held_out"], "without": chk["without"], "with": chk["with"],
+                                   "factors": chk["factors"]}
         if self.ok("calibrate"):
             cal = self.stages["calibrate"].result
             res["calibration"] = {"fit": cal.get("fit"), "held_out": cal.get("held_out"), "note": cal.get("note"),

@@ -70,3 +70,27 @@ def auto_source_weights(sources: Mapping[str, SourceStats], n_target: int, batch
         note = f"; scaled by {scale:.2f} so auxiliary batches total <= {cap:g}" if scale < 1 else ""
         out[name] = SourceWeight(max(1, int(round(r))), r / batch_target, worth[name], why[name] + note)
     return out
+
+
+def check_factor(base_correct: int, with_correct: int, n: int) -> tuple[float, str]:
+    """Loss-weight factor of a source from the held-out source check: top-1 of the network
+    trained with the source vs without it, on the same ``n`` held-out samples.
+
+    Why a standard-error rule: the held-out split is small (a quarter of a few hundred clips), so
+    a difference of one or two clips is noise; halving the weight past one standard error of the
+    difference of two accuracies and dropping the source past two keeps a source unless the data
+    say it hurts."""
+    import math
+
+    if n <= 0:
+        return 1.0, "no held-out samples"
+    pa, pb = base_correct / n, with_correct / n
+    p = (pa + pb) / 2
+    se = math.sqrt(max(p * (1 - p), 1.0 / n) * 2 / n)
+    diff = pb - pa
+    text = f"held-out top-1 {100 * pb:.1f}% with it vs {100 * pa:.1f}% without (n={n}, se {100 * se:.1f})"
+    if diff < -2 * se:
+        return 0.0, text + ": hurts by more than 2 se, left out"
+    if diff < -se:
+        return 0.5, text + ": hurts by more than 1 se, half weight"
+    return 1.0, text

@@ -210,8 +210,13 @@ def test_calibrated_thresholds_and_auto_weights(tmp_path):
     # teachers that learned something (1 epoch leaves them at chance, and a chance teacher's
     # calibrated threshold rightly keeps nothing: no student to inspect)
     sets = tuple(s for s in SETS if not s.startswith("sources.") and not s.startswith("untrimmed.pos")
-                 and "epochs" not in s) + ("train.epochs=8", "image_teacher.epochs=8")
+                 and "epochs" not in s) + ("train.epochs=8", "image_teacher.epochs=8", "filter.source_check=true")
     res = run_pipeline(tmp_path, None, None, sets, world_spec=spec, say=lambda _: None, progress=False)
+    # the held-out source check: the student's network with / without each source, on the 8
+    # held-out training clips; its verdicts scale the student's loss weights
+    chk = res["source_check"]
+    assert chk["held_out"] == 8 and {"web_images", "web_videos"} <= set(chk["factors"])   # untrimmed: if kept
+    assert (tmp_path / "stages" / "source-check" / "held.txt").read_text().count("\n") == 8
     cal = json.loads((tmp_path / "stages" / "calibrate" / "done.json").read_text())["result"]
     assert cal["held_out"] == 8 and cal["fit"] == 24
     assert set(cal["calibrations"]) == {"video_ensemble", "video_teacher", "image"}
@@ -225,6 +230,12 @@ def test_calibrated_thresholds_and_auto_weights(tmp_path):
         bs, lw, why = weights[item["name"]]
         assert item["batch_size"] == bs >= 1 and item["loss_weight"] == pytest.approx(lw, abs=1e-4)
         assert "kept" in why and "precision" in why
+    for src, (factor, why) in chk["factors"].items():
+        assert factor in (0.0, 0.5, 1.0) and "held-out top-1" in why
+        trained = {i["name"] for i in student["sources"][1:]}
+        assert (src in trained) == (factor > 0) or weights.get(src, [1])[0] == 0
+        if factor == 0.5:
+            assert "half weight" in weights[src][2]
 
 
 def test_2d_student_end_to_end(tmp_path):

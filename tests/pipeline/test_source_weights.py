@@ -37,3 +37,15 @@ def test_chance_level_source_is_left_out_and_says_so():
 def test_unknown_precision_counts_by_size_only():
     w = auto_source_weights({"s": SourceStats(48, None)}, 96, 16, 8)
     assert w["s"].batch_size == 8 and "unknown" in w["s"].reason
+
+
+def test_held_out_check_halves_then_drops_a_source_that_hurts():
+    from omnisource.pipeline.source_weights import check_factor
+
+    assert check_factor(40, 41, 64)[0] == 1.0                  # noise: kept
+    assert check_factor(40, 38, 64)[0] == 1.0                  # two clips worse of 64: within 1 se
+    f, why = check_factor(40, 30, 64)
+    assert f == 0.5 and "half weight" in why                  # ~1.8 se worse
+    f, why = check_factor(40, 20, 64)
+    assert f == 0.0 and "left out" in why and "n=64" in why
+    assert check_factor(0, 0, 0) == (1.0, "no held-out samples")
