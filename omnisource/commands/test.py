@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    choices=["top_k_accuracy", "mean_class_accuracy"],
                    help="metrics (default: test.metrics of the config)")
     p.add_argument("--out", help="per-video scores: results.json | .npy | .pkl")
+    p.add_argument("--categories", metavar="JSON", default=None,
+                   help="multi-label lists: {category: [class indices]} for per-category mAP "
+                        "(hvu_categories.json of `omnisource prepare hvu`)")
     p.add_argument("--report", metavar="DIR",
                    help="also write DIR/index.html: accuracy per class, the most confused class pairs, "
                         "the most confident mistakes (thumbnails), with per_class.csv / confusions.csv")
@@ -101,7 +104,15 @@ def run(args: argparse.Namespace) -> int:
     scores, labels = run_inference(model, loader, len(dataset), device=dev, average=average,
                                    amp=cfg.train.amp if cfg.train.amp != "fp16" or dev.type == "cuda" else "none",
                                    show_progress=info.is_main, info=run_info)
-    metrics = compute_metrics(scores, labels, args.eval or cfg.test.metrics, cfg.test.topk)
+    categories = None
+    if args.categories:
+        from omnisource.data.prepare.common import read_json
+
+        categories = read_json(Path(args.categories))
+        if not isinstance(categories, dict):
+            raise InputError("expected {category: [class indices]} (omnisource prepare hvu writes it)",
+                             file=args.categories)
+    metrics = compute_metrics(scores, labels, args.eval or cfg.test.metrics, cfg.test.topk, categories=categories)
     if info.is_main:
         skipped = dict(getattr(dataset, "skipped", {}) or {})
         import numpy as np
@@ -121,7 +132,10 @@ def run(args: argparse.Namespace) -> int:
         if args.out:
             write_results(args.out, scores, labels, metrics, paths)
             print(f"wrote {len(scores)} video scores to {args.out}")
-        if args.report:
+        if args.report and any(isinstance(lab, list) for lab in labels):
+            print("the per-class report covers single-label lists; skipped for this multi-label list",
+                  file=sys.stderr)
+        elif args.report:
             from omnisource.data.annotations import read_label_map
             from omnisource.engine.eval_report import write_eval_report
 

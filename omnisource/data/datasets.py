@@ -299,6 +299,8 @@ class ClipDataset(Dataset):
                 skipped += 1
                 continue
             item["skipped"] = skipped
+            if self.multi_label:       # the trainer scores multi-hot targets with BCE, not softmax CE
+                item["multi_label"] = True
             return item
         raise DataError(self.samples[index].path,
                         f"no readable sample found after {skipped} attempt(s); last failure: {last_reason}")

@@ -19,7 +19,7 @@ from omnisource.utils.io import atomic_write_bytes
 
 log = logging.getLogger("omnisource.engine")
 
-VAL_KEYS = ("top1_acc", "top5_acc", "mean_class_accuracy")
+VAL_KEYS = ("top1_acc", "top5_acc", "mean_class_accuracy", "mean_average_precision")
 
 
 def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

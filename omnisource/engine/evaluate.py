@@ -80,12 +80,19 @@ def run_inference(model: torch.nn.Module, loader: Iterable[dict], num_samples: i
 
 
 def compute_metrics(scores: np.ndarray, labels: list, metrics=("top_k_accuracy",
-                    "mean_class_accuracy"), topk=(1, 5)) -> dict[str, float]:
-    """Metrics for single-label sets; multi-label (list) labels are reported as unsupported."""
-    if not labels or any(lab is None or lab == -1 for lab in labels):
+                    "mean_class_accuracy"), topk=(1, 5), categories: dict | None = None) -> dict[str, float]:
+    """Top-k / mean class accuracy of single-label sets; mean average precision of multi-label
+    ones (multi-hot label rows), and with ``categories`` (name -> class indices, HVU) the mAP of
+    each category."""
+    from omnisource.engine.metrics import category_map, mean_average_precision
+
+    if not labels or any(lab is None or (not isinstance(lab, list) and lab == -1) for lab in labels):
         return {}  # unlabelled (label -1) samples: nothing to score
     if any(isinstance(lab, list) for lab in labels):
-        return {}
+        out = {"mean_average_precision": mean_average_precision(scores, labels)}
+        if categories:
+            out.update(category_map(scores, labels, categories))
+        return out
     return evaluate_scores(scores, [int(v) for v in labels], metrics, topk)
 
 

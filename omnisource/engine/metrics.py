@@ -106,6 +106,40 @@ def evaluate_scores(scores, labels: Sequence[int], metrics: Sequence[str] = ("to
     return out
 
 
+def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
+    """Area under one class's precision-recall curve, the step form (sklearn's
+    ``average_precision_score``, mmaction2's ``mean_average_precision``): the mean of the precision
+    at the rank of each positive (ties broken by order)."""
+    order = np.argsort(-scores, kind="stable")
+    hits = positives[order].astype(bool)
+    if not hits.any():
+        return float("nan")
+    ranks = np.nonzero(hits)[0] + 1
+    return float(np.mean(np.arange(1, len(ranks) + 1) / ranks))
+
+
+def mean_average_precision(scores, multi_hot) -> float:
+    """Mean over classes that have at least one positive of :func:`average_precision`
+    (multi-label sets: MMiT, HVU)."""
+    s = _as_2d(scores)
+    y = np.asarray(multi_hot, dtype=np.float64)
+    if y.shape != s.shape:
+        raise ValueError(f"{s.shape} scores but {y.shape} multi-hot labels")
+    aps = [average_precision(s[:, c], y[:, c] > 0.5) for c in range(s.shape[1]) if (y[:, c] > 0.5).any()]
+    return float(np.mean(aps)) if aps else float("nan")
+
+
+def category_map(scores, multi_hot, categories: dict[str, Sequence[int]]) -> dict[str, float]:
+    """mAP of each tag category over its own classes (HVU: action, attribute, concept, event,
+    object, scene; ``omnisource prepare hvu`` writes the category -> class indices map)."""
+    s, y = _as_2d(scores), np.asarray(multi_hot, dtype=np.float64)
+    out = {}
+    for name, idx in categories.items():
+        idx = [int(i) for i in idx]
+        out[f"mAP_{name}"] = mean_average_precision(s[:, idx], y[:, idx]) if idx else float("nan")
+    return out
+
+
 def format_metric(key: str, value: float | None, num_classes: int | None = None) -> str:
     """``0.8125``, or ``n/a (5 >= 4 classes)`` for a top-k that is not applicable."""
     if value is None:

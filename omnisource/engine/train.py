@@ -163,13 +163,23 @@ def _hard(label: torch.Tensor) -> torch.Tensor:
     return label.argmax(dim=1) if label.is_floating_point() and label.dim() == 2 else label.long()
 
 
-def source_loss(logits: torch.Tensor, label: torch.Tensor, n: int, smoothing: float
-                ) -> tuple[torch.Tensor, float]:
+def source_loss(logits: torch.Tensor, label: torch.Tensor, n: int, smoothing: float,
+                multi_label: bool = False) -> tuple[torch.Tensor, float]:
     """Loss and top-1 accuracy for one source. ``logits`` has ``n * V`` rows for ``n`` samples
-    (3D models with V views per sample): each view is trained on the sample's label."""
+    (3D models with V views per sample): each view is trained on the sample's label.
+
+    ``multi_label`` (multi-hot rows of a multi-label list: MMiT, HVU): binary cross-entropy per
+    class (mmaction2's ``BCELossWithLogits``), and "accuracy" = the top class is a positive."""
     from omnisource.data.mixup import soft_target_cross_entropy, to_soft
 
     views = logits.shape[0] // n
+    if multi_label:
+        target = label.float().repeat_interleave(views, dim=0) if views > 1 else label.float()
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+        with torch.no_grad():
+            top = logits.detach().float().reshape(n, views, -1).mean(1).argmax(1)
+            acc = float(label.float().gather(1, top[:, None]).gt(0.5).float().mean())
+        return loss, acc
     if label.is_floating_point() and label.dim() == 2:
         target = label
         if smoothing:
@@ -537,7 +547,9 @@ def _forward_backward(net: nn.Module, sources: dict[str, dict], tcfg: Config, de
             for n, size in zip(group, sizes):
                 part = scores[start * rows_per:(start + size) * rows_per]
                 start += size
-                l_n, acc = source_loss(part, sources[n]["label"], size, tcfg.label_smoothing)
+                ml = sources[n].get("multi_label")
+                l_n, acc = source_loss(part, sources[n]["label"], size, tcfg.label_smoothing,
+                                       multi_label=bool(ml.any()) if isinstance(ml, torch.Tensor) else bool(ml))
                 loss = loss + weights[n] * l_n
                 if head == "cls":        # per-source logs of the main classifier
                     if n:
