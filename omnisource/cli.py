@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "fuse": "fuse",
     "probe": "probe",
     "extract-audio": "extract_audio",
+    "extract-frames": "extract_frames",
+    "resize-videos": "resize_videos",
     "prepare": "prepare",
     "zoo": "zoo",
     "data": "data",              # data check, ...

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 HELP = "log-mel audio features of a video list (PyAV decode, mmaction2's parameters) + an audio list"
-STATUS = ".status.jsonl"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,32 +75,11 @@ def _extract(job: tuple[str, str]) -> dict[str, Any]:
     return {"status": "ok", "frames": int(frames), "rows": int(feats.shape[0])}
 
 
-def _read_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    header: dict[str, Any] = {}
-    done: dict[str, dict[str, Any]] = {}
-    if not path.is_file():
-        return header, done
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:      # the line a kill cut short: that video is redone
-            continue
-        if "list_sha1" in rec:
-            header = rec
-        elif "path" in rec:
-            done[rec["path"]] = rec
-    return header, done
-
-
 def run(args: argparse.Namespace) -> int:
-    import shutil
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing as mp
-
     from omnisource.data.annotations import Sample, load_annotations, resolve_path, write_annotations
-    from omnisource.engine.logging_utils import progress
     from omnisource.errors import InputError
     from omnisource.utils.io import atomic_write_json, atomic_write_text, sha1_file
+    from omnisource.utils.jobs import STATUS, prepare_folder, read_status, run_jobs
     from omnisource.utils.lock import WorkDirLock
 
     if not args.video_list.is_file():
@@ -116,46 +94,27 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     list_name = f"{args.video_list.stem}_audio_features.txt"
     with WorkDirLock(out, what="omnisource extract-audio"):
-        status_path = out / STATUS
         digest = sha1_file(args.video_list)
-        header, done = _read_status(status_path)
-        if header and header.get("list_sha1") != digest and not args.force:
-            raise InputError("the folder holds another list's features; pass --force to start again or "
-                             "choose another --out", file=out)
-        if header and (out / list_name).is_file() and (out / "summary.json").is_file() and not args.force:
+        header, _ = read_status(out / STATUS)
+        if header.get("digest") == digest and (out / list_name).is_file() and (out / "summary.json").is_file() \
+                and not args.force:
             summary = json.loads((out / "summary.json").read_text())
             print(f"extract-audio: already done for this list ({summary['with_audio']} of {summary['videos']} "
                   f"videos with audio); --force starts again. List: {out / list_name}")
             return 0
-        if args.force or not header:
-            for name in (STATUS, list_name, "no_audio.txt", "failures.txt", "summary.json"):
-                (out / name).unlink(missing_ok=True)
-            if args.force:
-                shutil.rmtree(out / "features", ignore_errors=True)
-            done = {}
-            with open(status_path, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps({"list_sha1": digest, "list": str(args.video_list)}) + "\n")
-        jobs = []
-        npys: dict[str, str] = {}
+        done = prepare_folder(out, digest, str(args.video_list), args.force,
+                              clean=("features", list_name, "no_audio.txt", "failures.txt", "summary.json"))
+        jobs, npys = [], {}
         for s in samples:
             rel = Path(s.path).with_suffix(".npy").as_posix()
             npys[s.path] = f"features/{rel}"
-            if s.path not in done:
-                jobs.append((s.path, str(resolve_path(root, s.path, s.file, s.line)), str(out / "features" / rel)))
-        if done:
-            print(f"resuming: {len(done)} of {len(samples)} videos already done", file=sys.stderr)
-        workers = max(1, min(int(args.workers), len(jobs) or 1))
-        with open(status_path, "a", encoding="utf-8") as log, \
-                ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            results = pool.map(_extract, [(v, n) for _, v, n in jobs], chunksize=1)
-            for (rel, _, _), res in progress(zip(jobs, results), total=len(jobs), desc="extract-audio",
-                                             enabled=args.progress):
-                res["path"] = rel
-                done[rel] = res
-                log.write(json.dumps(res) + "\n")
-                log.flush()
-                if args.strict and res["status"] == "failed":
-                    raise InputError(f"cannot read {rel}: {res['reason']}", file=args.video_list)
+            jobs.append((s.path, (str(resolve_path(root, s.path, s.file, s.line)), str(out / "features" / rel))))
+
+        def stop(key: str, res: dict) -> None:
+            if args.strict:
+                raise InputError(f"cannot read {key}: {res['reason']}", file=args.video_list)
+        done = run_jobs(out, jobs, _extract, done, workers=args.workers, desc="extract-audio",
+                        progress=args.progress, strict_fail=stop)
         rows, no_audio, failed = [], [], []
         for s in samples:
             res = done[s.path]
