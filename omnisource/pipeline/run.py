@@ -1154,6 +1154,12 @@ def run_pipeline(work_dir: str | Path, data_dir: str | Path | None = None, confi
     settings = load_run_settings(config, sets)
     if data_dir is not None and not Path(data_dir).is_dir():
         raise InputError("data folder not found", file=data_dir)
+    from omnisource.pipeline.release import adapt_release, is_release
+
+    if data_dir is not None and is_release(Path(data_dir)):
+        # the OmniSource release layout: our layout built beside the run (links + lists, no copies)
+        say(f"{data_dir}: the OmniSource web-data release; its lists are read through {Path(work_dir) / 'release_data'}")
+        data_dir = adapt_release(Path(data_dir), Path(work_dir) / "release_data")
     pipe = Pipeline(work_dir, data_dir, settings, ablations=ablations, world_spec=world_spec, say=say,
                     progress=progress)
     return pipe.run()
