@@ -82,7 +82,7 @@ RUN_DEFAULTS: dict[str, Any] = {
         "source_check": False,
         "top_fraction_per_class": 0.5,  # keep the most confident share of each query class
         "agree": True,            # teacher argmax must equal the query class
-        "soft_labels": "none",    # none | dense: teacher probabilities as soft targets
+        "soft_labels": "none",    # none (hard) | topk (the teacher's top-5, renormalised) | dense (all its probabilities) as soft targets
                                   # (sources.<name>.soft_labels overrides it per source)
         # teachers that score web videos, probabilities averaged (paper 3.4: 2D/3D ensembles):
         # the target-only video model and the 2D image teacher. They err on different clips
@@ -286,8 +286,8 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
     if (not isinstance(vt, list) or not vt or len(set(vt)) != len(vt)
             or any(t not in ("teacher", "teacher-2d") for t in vt)):
         raise ConfigError(f"filter.video_teachers must list 'teacher' and/or 'teacher-2d', got {vt!r}")
-    if cfg["filter"]["soft_labels"] not in ("none", "dense"):
-        raise ConfigError("filter.soft_labels must be 'none' or 'dense'")
+    if cfg["filter"]["soft_labels"] not in ("none", "topk", "dense"):
+        raise ConfigError("filter.soft_labels must be 'none', 'topk' or 'dense'")
     for name, sc in cfg["sources"].items():
         if name not in ("web_images", "web_videos", "untrimmed"):
             raise ConfigError(f"sources.{name}: unknown source (web_images, web_videos, untrimmed)")
@@ -298,7 +298,7 @@ def load_run_settings(path: str | Path | None = None, sets: Iterable[str] = ()) 
         if lw is not None and (isinstance(lw, bool) or not isinstance(lw, (int, float)) or lw < 0):
             raise ConfigError(f"sources.{name}.loss_weight must be null or a number >= 0, got {short(repr(lw), 80)}")
         soft = (sc or {}).get("soft_labels")
-        if soft is not None and (soft not in ("none", "dense") or name == "untrimmed"):
-            raise ConfigError(f"sources.{name}.soft_labels must be 'none' or 'dense' "
+        if soft is not None and (soft not in ("none", "topk", "dense") or name == "untrimmed"):
+            raise ConfigError(f"sources.{name}.soft_labels must be 'none', 'topk' or 'dense' "
                               "(web_images / web_videos only)")
     return RunSettings(cfg)

@@ -445,6 +445,8 @@ class Pipeline:
                         "format": "manifest"}
                 if src == "web_images" and sc.get("inflate"):
                     item["inflate"] = sc["inflate"]
+                if self._soft_labels(src) == "topk":     # the sparse top-k of meta.soft_label
+                    item["pseudo_label"] = "soft"
                 items.append(item)
             cfg["sources"] = items
         return config_from_dict(cfg, source=f"<omnisource run: {name}>")
