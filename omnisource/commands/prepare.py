@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=Path, default=None, help="Mini-Kinetics-200: the 200 class names")
     p.add_argument("--annotations", nargs="+", default=[], metavar="SPLIT=FILE",
                    help="annotation files by role (train=, val=, test=, classes=) when not found under --src")
+    p.add_argument("--probe", action="store_true",
+                   help="also open every found video (metadata + first frame): unreadable ones are left out "
+                        "of the lists and named in unreadable_<split>.txt")
+    p.add_argument("--workers", type=int, default=4, help="probe threads (default 4)")
     p.add_argument("--force", action="store_true", help="overwrite the lists of an earlier run")
 
 
@@ -53,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     if args.split not in (1, 2, 3):
         raise InputError(f"--split must be 1, 2 or 3, got {args.split}")
     res = prepare(args.dataset, args.src, args.out, force=args.force, split=args.split, annotations=ann,
-                  label_map=args.label_map, classes=args.classes)
+                  label_map=args.label_map, classes=args.classes, probe=args.probe, workers=args.workers)
     empty = []
     print(f"{res.dataset}: {res.report['classes']} classes; data_root {res.report['data_root']}")
     for name, s in res.report["splits"].items():
         extra = f", {s['clips']} clips" if "clips" in s else ""
+        bad = f", {s['unreadable']} unreadable: unreadable_{name}.txt" if "unreadable" in s else ""
         print(f"  {name:<16} {s['found']:>8} of {s['listed']} listed videos found ({s['missing']} missing: "
-              f"missing_{name}.txt){extra} -> {res.out / s['list']}")
+              f"missing_{name}.txt{bad}){extra} -> {res.out / s['list']}")
         if s["listed"] and not s["found"]:
             empty.append(name)
     if empty:

@@ -274,3 +274,27 @@ def test_unknown_dataset_and_missing_annotations_are_clear(tmp_path, capsys):
     assert "did you mean kinetics400" in capsys.readouterr().err
     assert main(["prepare", "ucf101", "--src", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "classInd.txt not found under the source folder" in capsys.readouterr().err
+
+
+def test_probe_leaves_unreadable_videos_out_and_names_them(tmp_path, capsys):
+    real = SHARED / "mmaction2" / "tests" / "data" / "test.avi"
+    if not real.is_file():
+        pytest.skip("shared media absent")
+    import shutil
+
+    src = tmp_path / "ucf"
+    (src / "lists").mkdir(parents=True)
+    (src / "lists" / "classInd.txt").write_text("1 ApplyEyeMakeup\n")
+    (src / "lists" / "trainlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 1\n"
+                                                   "ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c01.avi 1\n")
+    (src / "lists" / "testlist01.txt").write_text("ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
+    (src / "UCF-101" / "ApplyEyeMakeup").mkdir(parents=True)
+    shutil.copy(real, src / "UCF-101" / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi")
+    (src / "UCF-101" / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g02_c01.avi").write_bytes(b"\x00" * 512)
+    out = tmp_path / "o"
+    assert main(["prepare", "ucf101", "--src", str(src), "--out", str(out), "--probe", "--workers", "2"]) == 0
+    assert "1 unreadable: unreadable_train_split_1.txt" in capsys.readouterr().out
+    assert _rows(out / "ucf101_train_split_1_list_videos.txt") == ["UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 0"]
+    assert (out / "unreadable_train_split_1.txt").read_text().startswith("UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g02_c01.avi\t")
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert report["splits"]["train_split_1"]["unreadable"] == 1 and report["splits"]["val_split_1"]["unreadable"] == 0

@@ -25,7 +25,14 @@ def prepare(dataset: str, src: str | Path, out: str | Path, force: bool = False,
         close = difflib.get_close_matches(key, list(PREPARERS), n=2)
         hint = f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(PREPARERS)}"
         raise InputError(f"unknown dataset {dataset!r}{hint}")
+    from omnisource.data.prepare import common
+
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise InputError("source folder not found", file=src)
-    return PREPARERS[key](src, out, force=force, **opts)
+    probe = bool(opts.pop("probe", False))
+    common.PROBE.update(enabled=probe, workers=int(opts.pop("workers", 4)))
+    try:
+        return PREPARERS[key](src, out, force=force, **opts)
+    finally:
+        common.PROBE["enabled"] = False

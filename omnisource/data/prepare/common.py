@@ -144,10 +144,24 @@ def _check_out(out: Path, force: bool) -> None:
                          file=out)
 
 
+def _unreadable(src: Path, paths: list[str], kind: str, workers: int) -> dict[str, str]:
+    """Found videos (or frame folders) that cannot be read: ``{path: reason}`` (a fast probe:
+    metadata, packet index and the first frame)."""
+    from omnisource.data.decode.probe import probe_many
+
+    recs = probe_many([src / p for p in paths], workers=workers, progress=False)
+    return {p: str(r.get("reason") or "unreadable") for p, r in zip(paths, recs) if not r.get("readable")}
+
+
+PROBE: dict[str, Any] = {"enabled": False, "workers": 4}   # set by prepare(..., probe=True)
+
+
 def finish(dataset: str, src: Path, out: Path, classes: Sequence[str], splits: Iterable[tuple[Split, list[str | None]]],
            force: bool, extra_files: dict[str, str] | None = None, multi_label: bool = False) -> Prepared:
-    """Check presence, write the lists / label map / report. ``splits``: each split with the
-    on-disk path of each row (None: not found; the row's own path is then reported)."""
+    """Check presence (and, with probing on, readability), write the lists / label map / report.
+    ``splits``: each split with the on-disk path of each row (None: not found; the row's own path
+    is then reported). Unreadable videos are left out of the lists and named in
+    ``unreadable_<split>.txt``."""
     from omnisource.utils.io import atomic_write_json, atomic_write_text
 
     _check_out(out, force)
@@ -158,9 +172,13 @@ def finish(dataset: str, src: Path, out: Path, classes: Sequence[str], splits: I
     lists: dict[str, Path] = {}
     for split, found in splits:
         lines, missing = [], []
+        bad = (_unreadable(src, [d for d in found if d is not None], split.kind, int(PROBE["workers"]))
+               if PROBE["enabled"] else {})
         for (path, labels), disk in zip(split.rows, found):
             if disk is None:
                 missing.append(path)
+                continue
+            if disk in bad:
                 continue
             toks = [disk]
             if split.kind == "rawframes":
@@ -170,9 +188,13 @@ def finish(dataset: str, src: Path, out: Path, classes: Sequence[str], splits: I
         name = out / f"{dataset}_{split.name}_list_{'rawframes' if split.kind == 'rawframes' else 'videos'}.txt"
         atomic_write_text(name, "".join(x + "\n" for x in lines))
         atomic_write_text(out / f"missing_{split.name}.txt", "".join(x + "\n" for x in missing))
+        if PROBE["enabled"]:
+            atomic_write_text(out / f"unreadable_{split.name}.txt", "".join(f"{p}\t{r}\n" for p, r in bad.items()))
         lists[split.name] = name
         report["splits"][split.name] = {"listed": len(split.rows), "found": len(lines), "missing": len(missing),
                                         "list": name.name, "annotations": split.source}
+        if PROBE["enabled"]:
+            report["splits"][split.name]["unreadable"] = len(bad)
     for fname, text in (extra_files or {}).items():
         atomic_write_text(out / fname, text)
     atomic_write_json(out / "prepare_report.json", report)
