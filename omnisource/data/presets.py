@@ -267,6 +267,9 @@ _FAMILIES: dict[str, dict[str, PresetSpec]] = {
     # TSM MobileNetV2 (tsm_imagenet-pretrained-mobilenetv2_8xb16-1x1x8-100e): test ThreeCrop 256
     "tsm_mnv2_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="three",
                               num_fixed_crops=13),
+    # TSM MobileOne-S4 (tsm_imagenet-pretrained-mobileone-s4_8xb16-1x1x16-50e): test ThreeCrop 256
+    "tsm_mobileone_1x1x16": _family("2d", 1, 1, 16, "msc", val_clips=16, test_clips=16, test_crop="three",
+                                    num_fixed_crops=13),
     # TSM dense (tsm_..._8xb16-dense-1x1x8-50e): DenseSampleFrames in every mode, TenCrop 224
     "tsm_dense_1x1x8": _family("2d", 1, 1, 8, "msc", val_clips=8, test_clips=8, test_crop="ten",
                                num_fixed_crops=13, sampler="dense"),

@@ -45,7 +45,7 @@ from omnisource.models.resnet import ResNet
 # the family modules (each registers its family and its zoo rows), then the demo's tiny rows
 FAMILY_MODULES = ("omnisource.models.tsn", "omnisource.models.tsm", "omnisource.models.tin", "omnisource.models.trn", "omnisource.models.tanet", "omnisource.models.resnet3d", "omnisource.models.slowfast",
                   "omnisource.models.r2plus1d", "omnisource.models.csn", "omnisource.models.c3d",
-                  "omnisource.models.x3d", "omnisource.models.timesformer", "omnisource.models.tpn", "omnisource.models.audio", "omnisource.models.tsn_custom", "omnisource.models.tsn_timm",
+                  "omnisource.models.x3d", "omnisource.models.timesformer", "omnisource.models.tpn", "omnisource.models.audio", "omnisource.models.tsn_custom", "omnisource.models.tsn_timm", "omnisource.models.mobileone",
                   "omnisource.models.tiny")
 for _mod in FAMILY_MODULES:
     importlib.import_module(_mod)

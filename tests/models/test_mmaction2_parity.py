@@ -46,7 +46,8 @@ def _case_shape(name: str) -> tuple[int, ...]:
 # Families whose mmaction2 configs build a backbone from another library: checked only where the
 # reference venv has it (setup.sh installs none of them; their parity was checked once in venvs
 # that had them, see the family modules)
-REF_NEEDS = {"tsn_resnext": "mmcls", "tsn_densenet": "torchvision", "tsn_timm": "timm"}
+REF_NEEDS = {"tsn_resnext": "mmcls", "tsn_densenet": "torchvision", "tsn_timm": "timm",
+             "tsn_mobileone": "mmpretrain.models", "tsm_mobileone": "mmpretrain.models"}
 
 
 def _ref_has(module: str) -> bool:
@@ -112,7 +113,7 @@ REF_SCRIPT = textwrap.dedent(r"""
         cfg.model.backbone.pop('init_cfg', None)       # third-party backbones: no weight download
         if cfg.model.backbone.type.startswith('timm.swin'):
             cfg.model.backbone.feature_shape = 'NHWC'  # timm 1.x Swin maps (one 1.x config omits it)
-        if cfg.model.backbone.type in ('ResNetTSM', 'ResNetTIN', 'MobileNetV2TSM'):   # (TANet: torchvision init only)
+        if cfg.model.backbone.type in ("ResNetTSM", "ResNetTIN", "MobileNetV2TSM", "MobileOneTSM"):   # (TANet: torchvision init only)
             cfg.model.backbone.pretrained2d = False
         model = MODELS.build(cfg.model)
         model.init_weights()

@@ -87,3 +87,32 @@ def test_swin_rows_pool_nhwc_maps():
     torch.testing.assert_close(pool_features(tokens, None).flatten(1), tokens.mean(1))
     with pytest.raises(ConfigError, match="feature_shape"):
         pool_features(f, "NTHWC")
+
+
+def test_mobileone_train_time_branches_fuse_into_the_deploy_row(tmp_path):
+    """reparameterize() turns the train-time MobileOne into mmpretrain's deploy form: the same
+    scores, and a state dict the deploy row loads strictly."""
+    from omnisource.models.mobileone import reparameterize
+
+    torch.manual_seed(0)
+    tiny = get_family("tsn_mobileone").tiny
+    m = create_model("tsn_mobileone_s4_1x1x8_100e_kinetics400_rgb", num_classes=5, **tiny).eval()
+    with torch.no_grad():
+        for mod in m.modules():                 # non-trivial BN statistics on every branch
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+                mod.weight.uniform_(0.5, 1.5)
+                mod.bias.normal_(0, 0.1)
+    x = torch.randn(2, 8, 3, 64, 64)
+    with torch.no_grad():
+        before = m(x)
+        reparameterize(m)
+        after = m(x)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    torch.save({"state_dict": m.state_dict()}, tmp_path / "deploy.pth")
+    d = create_model("tsn_mobileone_s4_deploy_1x1x8_100e_kinetics400_rgb", num_classes=5, **tiny).eval()
+    report = load_checkpoint(d, tmp_path / "deploy.pth")
+    assert not report.missing and not report.unexpected
+    with torch.no_grad():
+        torch.testing.assert_close(d(x), after)
