@@ -112,7 +112,10 @@ def test_soft_labels_per_source_and_their_hard_label():
     with pytest.raises(ConfigError, match="soft_labels"):
         load_run_settings(None, ["sources.untrimmed.soft_labels=dense"])
     with pytest.raises(ConfigError, match="soft_labels"):
-        load_run_settings(None, ["filter.soft_labels=topk"])
+        load_run_settings(None, ["filter.soft_labels=probs"])
+    # the teacher's top-k (sparse, renormalised) is the third kind; the student reads it as soft
+    s = load_run_settings(None, ["sources.web_videos.soft_labels=topk"])
+    assert Pipeline("unused", None, s, say=lambda m: None)._soft_labels("web_videos") == "topk"
     assert _hard_label(SimpleNamespace(label=[0.1, 0.7, 0.2])) == 1
     assert _hard_label(SimpleNamespace(label=3)) == 3
     assert _hard_label(SimpleNamespace(label=[2])) == 2
