@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from omnisource.errors import InputError
 __all__ = ["STATUS", "read_status", "run_jobs"]
 
 STATUS = ".status.jsonl"
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")
 
 
 def read_status(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -81,9 +83,21 @@ def run_jobs(out: Path, jobs: Sequence[tuple[str, Any]], fn: Callable[[Any], dic
     if not todo:
         return results
     n = max(1, min(int(workers), len(todo)))
-    with open(out / STATUS, "a", encoding="utf-8") as log, \
-            ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
-        it = pool.map(fn, [a for _, a in todo], chunksize=1)
+    # one thread of BLAS / OpenMP / OpenCV per worker: the workers are the parallelism, and
+    # OpenBLAS threads busy-waiting on an oversubscribed machine made a 0.1 ms matmul take minutes
+    # (seen with 2 workers beside other jobs on 2 cores). Children read these at start-up.
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})
+    try:
+        pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"))
+        it = pool.map(fn, [a for _, a in todo], chunksize=1)    # starts the workers now
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with open(out / STATUS, "a", encoding="utf-8") as log, pool:
         if progress_enabled(progress):
             from tqdm import tqdm
 
