@@ -36,6 +36,8 @@ def _case_shape(name: str) -> tuple[int, ...]:
     if row.layout == "2d":
         segs = row.num_clips if c != 3 else min(8, max(3, row.clip_len * row.num_clips))
         return (1, segs, c, 64, 64)                                        # N, segments, C, H, W
+    if row.layout == "audio":           # spectrogram clips: N, clips, 1, 128 frames, 80 mel bins
+        return (1, 2, 1, 128, 80)
     if row.family == "timesformer":     # positional / temporal embeddings fix the input size
         return (1, 1, 3, row.clip_len, row.input_size, row.input_size)
     if row.family == "c3d":     # fc6 fixes the input: the whole 16 x 112 x 112 clip
@@ -101,11 +103,12 @@ REF_SCRIPT = textwrap.dedent(r"""
         ops = types.ModuleType('mmcv.ops')
         ops.tin_shift = tin_shift
         sys.modules['mmcv.ops'] = ops
-    root = os.path.join(os.path.dirname(mmaction.__file__), '.mim', 'configs', 'recognition')
+    configs = os.path.join(os.path.dirname(mmaction.__file__), '.mim', 'configs')
+    root = os.path.join(configs, 'recognition')
     out_dir, jobs = sys.argv[1], json.loads(sys.argv[2])
     import glob
-    def config_path(cfg_name):
-        return glob.glob(os.path.join(root, '*', cfg_name + '.py'))[0]
+    def config_path(cfg_name):   # recognition/<family>/, .../custom_backbones/, recognition_audio/
+        return glob.glob(os.path.join(configs, 'recognition*', '**', cfg_name + '.py'), recursive=True)[0]
     for i, (cfg_name, shape) in enumerate(jobs):
         torch.manual_seed(1234 + i)
         cfg = Config.fromfile(config_path(cfg_name))
