@@ -73,6 +73,7 @@ class QueryMap:
 
     index: dict[str, int] = field(default_factory=dict)
     ambiguous: set[str] = field(default_factory=set)
+    num_classes: int = 0            # a bare class index (mmaction2 lists: ``path label``) is its class
 
     def add(self, query: str, cls: int) -> None:
         k = normalise_query(query)
@@ -92,6 +93,9 @@ class QueryMap:
             return None, "ambiguous_query"
         if k in self.index:
             return self.index[k], None
+        q = query.strip()
+        if q.isdigit() and int(q) < self.num_classes:
+            return int(q), None
         return None, "unknown_query"
 
     def digest(self) -> str:
@@ -103,7 +107,7 @@ def build_query_map(class_names: Sequence[str], queries: Sequence[tuple[str, str
     by_name = {}
     for i, n in enumerate(class_names):
         by_name.setdefault(normalise_query(n), i)
-    qm = QueryMap()
+    qm = QueryMap(num_classes=len(class_names))
     for i, n in enumerate(class_names):
         qm.add(n, i)
     for cls_name, q in queries or ():
@@ -151,7 +155,9 @@ def listing_from_folders(root: str | Path) -> Iterator[dict]:
 
 
 def listing_from_list(list_file: str | Path, root: str | Path) -> Iterator[dict]:
-    """Rows of a ``path<TAB>query`` file; paths relative to ``root`` (absolute ones inside it)."""
+    """Rows of a ``path<TAB>query`` file, or of an mmaction2 list (``path label``, the label a class
+    index: the OmniSource release's image / video lists); paths relative to ``root`` (absolute ones
+    inside it)."""
     from omnisource.data.annotations import normalise_rel_path
 
     list_file, root = Path(list_file), Path(root)
@@ -163,9 +169,11 @@ def listing_from_list(list_file: str | Path, root: str | Path) -> Iterator[dict]
             line = line.rstrip("\r\n")
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
-            parts = line.split("\t")
+            # 'path<TAB>query', or an mmaction2 list row 'path label' (the OmniSource release's lists)
+            parts = line.split("\t") if "\t" in line else line.rsplit(None, 1)
             if len(parts) != 2:
-                raise InputError(f"expected 'path<TAB>query', got {len(parts)} column(s)", list_file, ln)
+                raise InputError(f"expected 'path<TAB>query' or 'path label', got {len(parts)} column(s)",
+                                 list_file, ln)
             p = parts[0].strip()
             if os.path.isabs(p):
                 try:

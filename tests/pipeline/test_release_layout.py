@@ -73,3 +73,28 @@ def test_release_without_its_kinetics_folder_is_a_clear_error(tmp_path):
     shutil.rmtree(src / "kinetics_200_val")
     with pytest.raises(InputError, match="lacks the folder kinetics_200_val"):
         adapt_release(src, tmp_path / "o")
+
+
+def test_web_stage_reads_a_release_list_directly(tmp_path):
+    """`omnisource ingest --list` takes the release's mmaction2 lists ('path label') as they are."""
+    import numpy as np
+    from PIL import Image
+
+    from omnisource.cli import main
+    from omnisource.data.annotations import iter_manifest
+
+    src = tmp_path / "OmniSource"
+    (src / "annotations" / "googleimage_200").mkdir(parents=True)
+    (src / "annotations" / "k200_actions.txt").write_text("abseiling\nair drumming\n")
+    for i in range(3):
+        p = src / "googleimage_200" / "000" / "00" / f"00000{i}.jpg"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((40, 40, 3), 60 * i, np.uint8)).save(p)
+    (src / "annotations" / "googleimage_200" / "googleimage_200.txt").write_text(
+        "000/00/000000.jpg 0\n000/00/000001.jpg 1\n000/00/000002.jpg 7\n")
+    out = tmp_path / "ingested"
+    assert main(["ingest", "--list", str(src / "annotations" / "googleimage_200" / "googleimage_200.txt"),
+                 "--root", str(src / "googleimage_200"), "--label-map", str(src / "annotations" / "k200_actions.txt"),
+                 "--out", str(out), "--kinds", "image", "--min-size", "16"]) == 0
+    recs = list(iter_manifest(out / "manifest.jsonl"))
+    assert sorted((r.path, r.query_label) for r in recs) == [("000/00/000000.jpg", 0), ("000/00/000001.jpg", 1)]
