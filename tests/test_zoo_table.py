@@ -4,9 +4,7 @@ accuracy the zoo reports and local results."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 
 from omnisource.cli import main
 from omnisource.models import get_model_preset, list_models

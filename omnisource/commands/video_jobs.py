@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp", ".ts"}
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -29,7 +28,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 def inputs(args: argparse.Namespace) -> tuple[list[tuple[str, Path, Any]], str]:
     """``[(relative path, absolute path, labels)]`` and a digest naming the input."""
-    from omnisource.data.annotations import load_annotations, resolve_path
+    from omnisource.data.annotations import VIDEO_EXTS, load_annotations, resolve_path
     from omnisource.errors import InputError
 
     src: Path = args.src

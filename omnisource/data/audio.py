@@ -32,11 +32,10 @@ from omnisource.data.datasets import ClipDataset
 from omnisource.data.sampling import SampleFrames
 from omnisource.errors import ConfigError, DataError
 
-__all__ = ["AUDIO_EXTS", "select_audio_clips", "AudioPreset", "build_audio_preset", "AudioFeatureDataset"]
+__all__ = ["select_audio_clips", "AudioPreset", "build_audio_preset", "AudioFeatureDataset"]
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTS = frozenset({".npy"})
 SILENT_FRAMES = 640          # mmaction2's LoadAudioFeature zero pad for videos without audio
 NUM_MELS = 80
 
@@ -142,7 +141,8 @@ class AudioFeatureDataset(ClipDataset):
             with open(path, "rb") as fh:
                 if fh.read(6) != b"\x93NUMPY":
                     raise DataError(path, "not a .npy file (no NumPy header)")
-            feats = np.load(path, allow_pickle=False)
+                fh.seek(0)
+                feats = np.load(fh, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
             raise DataError(path, f"not a readable .npy spectrogram ({err})") from None
         if feats.ndim != 2 or feats.shape[0] == 0:

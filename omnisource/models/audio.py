@@ -20,7 +20,7 @@ The head is ``TSNAudioHead``: global average pool, dropout, fc (``cls_head.fc_cl
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -51,21 +51,13 @@ class ConvAudio(nn.Module):
         return a + b if self.op == "sum" else torch.cat([a, b], 1)
 
 
-class _Wrap(nn.Module):
-    """``conv`` slot holding a module, then optional BN + ReLU (mmcv ``ConvModule`` with a custom
-    ``conv_cfg``: keys ``conv.*`` and ``bn.*``)."""
-
-    def __init__(self, conv: nn.Module, bn_channels: int | None, act: bool) -> None:
-        super().__init__()
-        self.conv = conv
-        self.bn = nn.BatchNorm2d(bn_channels) if bn_channels else None
-        self.activate = nn.ReLU(inplace=True) if act else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if self.bn is not None:
-            x = self.bn(x)
-        return self.activate(x) if self.activate is not None else x
+def _conv_audio(op: str) -> Callable[..., nn.Module]:
+    """A :class:`ConvBN` ``conv_layer`` building :class:`ConvAudio` (mmcv ``ConvModule`` with
+    ``conv_cfg=dict(type='ConvAudio')``: its keys ``conv.conv_{1,2}.*``, the module's own ``bn``)."""
+    def build(cin: int, cout: int, k: Any, stride: Any, padding: Any, dilation: Any, groups: int,
+              bias: bool) -> nn.Module:
+        return ConvAudio(cin, cout, int(k), int(stride), op=op)
+    return build
 
 
 class Bottleneck2dAudio(nn.Module):
@@ -76,7 +68,8 @@ class Bottleneck2dAudio(nn.Module):
         super().__init__()
         self.conv1 = ConvBN(inplanes, planes, 1, bias=False)
         if factorize:
-            self.conv2: nn.Module = _Wrap(ConvAudio(planes, planes, 3, stride, op="concat"), None, False)
+            self.conv2: nn.Module = ConvBN(planes, planes, 3, stride=stride, norm=False, bias=False, act=False,
+                                           conv_layer=_conv_audio("concat"))
         else:
             self.conv2 = ConvBN(planes, planes, 3, stride=stride, padding=1, norm=False, bias=False, act=False)
         self.conv3 = ConvBN(2 * planes if factorize else planes, planes * self.expansion, 1, bias=False, act=False)
@@ -101,7 +94,7 @@ class ResNetAudio(nn.Module):
         if depth not in self.ARCH:
             raise ValueError(f"invalid ResNetAudio depth {depth}; choose from {sorted(self.ARCH)}")
         self.frozen_stages, self.norm_eval = frozen_stages, norm_eval
-        self.conv1 = _Wrap(ConvAudio(in_channels, base_channels, conv1_kernel, op="sum"), base_channels, True)
+        self.conv1 = ConvBN(in_channels, base_channels, conv1_kernel, bias=False, conv_layer=_conv_audio("sum"))
         self.res_layers: list[str] = []
         inplanes = base_channels
         for i, n in enumerate(self.ARCH[depth]):

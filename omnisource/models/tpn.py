@@ -148,76 +148,42 @@ class TPN(nn.Module):
         return self.pyramid_fusion(torch.cat([top_down, bottom_up], 1))
 
 
+def _res4_res5(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """res4 and res5 of a (2D or 3D) ResNet stem + stages (mmaction2 ``out_indices=(2, 3)``)."""
+    x = net.maxpool(net.conv1(x))
+    outs = []
+    for name in net.res_layers:
+        x = getattr(net, name)(x)
+        outs.append(x)
+    return outs[2], outs[3]
+
+
 class _Backbone(ResNet3d):
-    """SlowOnly-R50 returning res4 and res5 (mmaction2 ``out_indices=(2, 3)``)."""
+    """SlowOnly-R50 returning res4 and res5."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        x = self.maxpool(self.conv1(x))
-        outs = []
-        for name in self.res_layers:
-            x = getattr(self, name)(x)
-            outs.append(x)
-        return outs[2], outs[3]
-
-
-class TPNRecognizer(Recognizer3D):
-    """Backbone -> TPN neck -> pooled fc; in training also the auxiliary head's loss."""
-
-    def __init__(self, backbone: nn.Module, neck: TPN, cls_head: I3DHead, meta: dict[str, Any]) -> None:
-        super().__init__(backbone, cls_head, meta)
-        self.neck = neck
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cls_head(self.neck(self.backbone(self._flatten(x))))
-
-    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cls_head.pool(self.neck(self.backbone(self._flatten(x))))
-
-    def forward(self, x: torch.Tensor, loss_fn: LossFn | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
-        if loss_fn is None:
-            return self.predict(x)
-        feats = self.backbone(self._flatten(x))
-        scores = self.cls_head(self.neck(feats))
-        aux = self.neck.aux_head(feats[-2])
-        return {"loss_cls": loss_fn(scores, "cls"), "loss_aux": self.neck.aux_head.loss_weight * loss_fn(aux, "aux")}
+        return _res4_res5(self, x)
 
 
 class _ResNetRes45(ResNet):
     """2D ResNet returning res4 and res5 (mmaction2 ``ResNetTSM(out_indices=(2, 3))``)."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        x = self.maxpool(self.conv1(x))
-        outs = []
-        for name in self.res_layers:
-            x = getattr(self, name)(x)
-            outs.append(x)
-        return outs[2], outs[3]
+        return _res4_res5(self, x)
 
 
-class TPNTSMRecognizer(Recognizer2D):
-    """TSM backbone per frame -> segments folded into time -> TPN neck -> pooled fc, one row per view."""
+class _Pyramid:
+    """What both TPN recognizers share once their input is the neck's ``(res4, res5)``
+    (``_pyramid_inputs``): scores, pooled features and, in training, the auxiliary loss."""
 
-    def __init__(self, backbone: nn.Module, neck: TPN, cls_head: I3DHead, meta: dict[str, Any]) -> None:
-        super().__init__(backbone, cls_head, meta)   # type: ignore[arg-type]
-        self.neck = neck
+    neck: TPN
+    cls_head: I3DHead
 
     def _pyramid_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check(x)
-        n, s = x.shape[:2]
-        segs = int(self.meta["num_segments"])
-        if s % segs:
-            raise ValueError(f"TPN-TSM needs whole groups of {segs} frames, got {s}")
-        feats = self.backbone(x.reshape((n * s,) + x.shape[2:]))
-        return tuple(f.reshape((-1, segs) + f.shape[1:]).transpose(1, 2).contiguous() for f in feats)  # type: ignore
+        raise NotImplementedError
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, V*segments, 3, H, W]`` -> raw scores ``[N*V, num_classes]``."""
         return self.cls_head(self.neck(self._pyramid_inputs(x)))
-
-    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:                     # single images (de-duplication): the res5 map, pooled
-            return self.backbone(x)[1].mean(dim=(2, 3))
-        return self.cls_head.pool(self.neck(self._pyramid_inputs(x)))
 
     def forward(self, x: torch.Tensor, loss_fn: LossFn | None = None) -> torch.Tensor | dict[str, torch.Tensor]:
         if loss_fn is None:
@@ -226,6 +192,43 @@ class TPNTSMRecognizer(Recognizer2D):
         scores = self.cls_head(self.neck(feats))
         aux = self.neck.aux_head(feats[-2])
         return {"loss_cls": loss_fn(scores, "cls"), "loss_aux": self.neck.aux_head.loss_weight * loss_fn(aux, "aux")}
+
+
+class TPNRecognizer(_Pyramid, Recognizer3D):
+    """Backbone -> TPN neck -> pooled fc; in training also the auxiliary head's loss."""
+
+    def __init__(self, backbone: nn.Module, neck: TPN, cls_head: I3DHead, meta: dict[str, Any]) -> None:
+        super().__init__(backbone, cls_head, meta)
+        self.neck = neck
+
+    def _pyramid_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.backbone(self._flatten(x))
+
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.cls_head.pool(self.neck(self._pyramid_inputs(x)))
+
+
+class TPNTSMRecognizer(_Pyramid, Recognizer2D):
+    """TSM backbone per frame -> segments folded into time -> TPN neck -> pooled fc, one row per view."""
+
+    def __init__(self, backbone: nn.Module, neck: TPN, cls_head: I3DHead, meta: dict[str, Any]) -> None:
+        super().__init__(backbone, cls_head, meta)   # type: ignore[arg-type]
+        self.neck = neck
+
+    def _pyramid_inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[N, V*segments, 3, H, W]`` -> res4 / res5 as ``[N*V, C, segments, h, w]``."""
+        self._check(x)
+        n, s = x.shape[:2]
+        segs = int(self.meta["num_segments"])
+        if s % segs:
+            raise ValueError(f"TPN-TSM needs whole groups of {segs} frames, got {s}")
+        feats = self.backbone(x.reshape((n * s,) + x.shape[2:]))
+        return tuple(f.reshape((-1, segs) + f.shape[1:]).transpose(1, 2).contiguous() for f in feats)  # type: ignore
+
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:                     # single images (de-duplication): the res5 map, pooled
+            return self.backbone(x)[1].mean(dim=(2, 3))
+        return self.cls_head.pool(self.neck(self._pyramid_inputs(x)))
 
 
 def _build_tsm(preset: ModelPreset, num_classes: int, opts: dict[str, Any], meta: dict[str, Any]) -> nn.Module:

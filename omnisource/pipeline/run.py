@@ -621,19 +621,15 @@ class Pipeline:
     def _source_check(self, sdir: Path, filtered: dict[str, Path]) -> dict[str, Any]:
         """Per source: the student's network trained on the calibration split with and without the
         source, scored on the held-out split of the training set (never the validation set)."""
-        from omnisource.data.annotations import detect_format, load_annotations, write_annotations
+        from omnisource.data.annotations import write_annotations
         from omnisource.pipeline.source_weights import check_factor
-        from omnisource.web.calibration import stratified_holdout
 
         p = self.paths()
-        fmt = detect_format(p["train"], data_root=p["target_root"])
-        rows = load_annotations(p["train"], format=fmt, data_root=p["target_root"])
-        held = stratified_holdout([int(r.label) for r in rows], float(self.s.filter.holdout),  # type: ignore[arg-type]
-                                  int(self.s.seed))
+        fmt, fit_rows, held_rows = self._holdout_split()
         fit_list, held_list = sdir / "fit.txt", sdir / "held.txt"
-        write_annotations(fit_list, [r for r, h in zip(rows, held) if not h], fmt)
-        write_annotations(held_list, [r for r, h in zip(rows, held) if h], fmt)
-        n = int(sum(held))
+        write_annotations(fit_list, fit_rows, fmt)
+        write_annotations(held_list, held_rows, fmt)
+        n = len(held_rows)
 
         def held_top1(res: dict[str, Any]) -> float:
             m = evaluate_checkpoint(res["config"], res["checkpoint"], held_list, p["target_root"],
@@ -683,18 +679,26 @@ class Pipeline:
             self._n_target = len(load_annotations(self.paths()["train"], data_root=self.paths()["target_root"]))
         return self._n_target
 
-    def _calibrate(self, sdir: Path) -> dict[str, Any]:
-        """Teachers trained on a per-class split of the training set, calibrated on the rest."""
-        from omnisource.data.annotations import ManifestRecord, detect_format, load_annotations, write_annotations
-        from omnisource.web.calibration import fit_calibration, stratified_holdout
+    def _holdout_split(self) -> tuple[str, list[Any], list[Any]]:
+        """(list format, fit rows, held-out rows): the per-class split of the training set that the
+        calibration teachers and the source check share (``filter.holdout``, seeded)."""
+        from omnisource.data.annotations import detect_format, load_annotations
+        from omnisource.web.calibration import stratified_holdout
 
         p = self.paths()
         fmt = detect_format(p["train"], data_root=p["target_root"])
         rows = load_annotations(p["train"], format=fmt, data_root=p["target_root"])
         labels = [int(r.label) for r in rows]  # type: ignore[arg-type]  (training rows carry labels)
         held = stratified_holdout(labels, float(self.s.filter.holdout), int(self.s.seed))
-        fit_rows = [r for r, h in zip(rows, held) if not h]
-        held_rows = [r for r, h in zip(rows, held) if h]
+        return fmt, [r for r, h in zip(rows, held) if not h], [r for r, h in zip(rows, held) if h]
+
+    def _calibrate(self, sdir: Path) -> dict[str, Any]:
+        """Teachers trained on a per-class split of the training set, calibrated on the rest."""
+        from omnisource.data.annotations import ManifestRecord, write_annotations
+        from omnisource.web.calibration import fit_calibration
+
+        p = self.paths()
+        fmt, fit_rows, held_rows = self._holdout_split()
         out: dict[str, Any] = {"fit": len(fit_rows), "held_out": len(held_rows), "calibrations": {}}
         if len(held_rows) < 8:
             out["note"] = (f"{len(held_rows)} held-out samples are too few to calibrate on; "

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from omnisource.data.annotations import VIDEO_EXTS
 from omnisource.errors import InputError
 
 __all__ = ["Split", "Prepared", "find_file", "read_csv_rows", "read_json", "read_lines", "VideoIndex",
            "finish", "label_index", "count_frames"]
 
-VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".mpg", ".mpeg", ".3gp")
 
 
 @dataclass
@@ -144,7 +144,7 @@ def _check_out(out: Path, force: bool) -> None:
                          file=out)
 
 
-def _unreadable(src: Path, paths: list[str], kind: str, workers: int) -> dict[str, str]:
+def _unreadable(src: Path, paths: list[str], workers: int) -> dict[str, str]:
     """Found videos (or frame folders) that cannot be read: ``{path: reason}`` (a fast probe:
     metadata, packet index and the first frame)."""
     from omnisource.data.decode.probe import probe_many
@@ -172,7 +172,7 @@ def finish(dataset: str, src: Path, out: Path, classes: Sequence[str], splits: I
     lists: dict[str, Path] = {}
     for split, found in splits:
         lines, missing = [], []
-        bad = (_unreadable(src, [d for d in found if d is not None], split.kind, int(PROBE["workers"]))
+        bad = (_unreadable(src, [d for d in found if d is not None], int(PROBE["workers"]))
                if PROBE["enabled"] else {})
         for (path, labels), disk in zip(split.rows, found):
             if disk is None:
